@@ -1,0 +1,17 @@
+// Domain names as written in configuration (zones, probe names): validation and the
+// canonical form used for comparing them. Pure functions; any thread.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace hubdns {
+
+// Checks a domain name in presentation form and returns it lower-cased and absolute
+// ("Corp.Contoso.COM" -> "corp.contoso.com.", "." -> "."). Labels are 1..63 octets of
+// letters, digits, '-' or '_'; the whole name is at most 255 octets in wire form. No
+// escapes and no wildcards: configuration names zones, not records. Returns false and sets
+// *error to a human reason otherwise (out_lower_absolute is then left untouched).
+bool normalize_dns_name(std::string_view in, std::string* out_lower_absolute, std::string* error);
+
+}  // namespace hubdns

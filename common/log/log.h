@@ -1,0 +1,28 @@
+// Logging: one line per event, "level=... msg=... key=value", to stderr (journald adds
+// time and unit). Any thread may log; each line is written with one call so lines from
+// different threads do not interleave.
+#pragma once
+
+#include <cstdarg>
+
+namespace hubdns {
+
+enum class LogLevel { debug = 0, info = 1, warn = 2, error = 3 };
+
+void set_log_level(LogLevel level);
+LogLevel log_level();
+
+// printf-style message; the caller writes key=value pairs in the format string.
+void log_line(LogLevel level, const char* format, ...) __attribute__((format(printf, 2, 3)));
+
+#define HUBDNS_LOG(level, ...)                                        \
+  do {                                                                \
+    if (static_cast<int>(level) >= static_cast<int>(::hubdns::log_level())) \
+      ::hubdns::log_line(level, __VA_ARGS__);                         \
+  } while (0)
+#define LOG_DEBUG(...) HUBDNS_LOG(::hubdns::LogLevel::debug, __VA_ARGS__)
+#define LOG_INFO(...) HUBDNS_LOG(::hubdns::LogLevel::info, __VA_ARGS__)
+#define LOG_WARN(...) HUBDNS_LOG(::hubdns::LogLevel::warn, __VA_ARGS__)
+#define LOG_ERROR(...) HUBDNS_LOG(::hubdns::LogLevel::error, __VA_ARGS__)
+
+}  // namespace hubdns

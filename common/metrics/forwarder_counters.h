@@ -1,0 +1,29 @@
+// Counters of the DNS data path, shared by every worker (relaxed atomics: each increment is
+// one uncontended-ish add, no lock) and read by the control loop for /metrics and /status.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace hubdns {
+
+struct ForwarderCounters {
+  using Counter = std::atomic<uint64_t>;
+  Counter queries_udp{0};
+  Counter queries_tcp{0};
+  Counter refused_acl{0};         // client outside `allow`
+  Counter dropped_malformed{0};   // not even a readable header, or a response sent as query
+  Counter formerr{0};             // answered FORMERR / NOTIMP / BADVERS
+  Counter no_route{0};            // no forward rule matched
+  Counter upstream_queries{0};    // attempts sent upstream (UDP and TCP)
+  Counter upstream_timeouts{0};   // attempts that timed out
+  Counter upstream_mismatched{0}; // answers dropped: wrong source, ID or question
+  Counter upstream_errors{0};     // send/connect failures
+  Counter answers{0};             // upstream answers relayed to clients
+  Counter truncated{0};           // UDP answers cut to fit the client (TC set)
+  Counter servfail_sent{0};       // SERVFAIL because the budget was spent / nothing usable
+  Counter overload_servfail{0};   // SERVFAIL because max_inflight was reached
+  Counter tcp_clients_rejected{0};
+};
+
+}  // namespace hubdns

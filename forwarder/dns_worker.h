@@ -1,0 +1,43 @@
+// A DNS worker: one thread running its own libuv loop with its own listening sockets
+// (SO_REUSEPORT, handed over by open_listen_sockets), its own upstream sockets and its own
+// table of pending queries, so the hot path shares nothing and takes no lock. main()
+// creates, starts, stops and joins workers; everything else a worker owns is touched
+// only by its own thread (request_stop() uses uv_async_send, the one cross-thread call).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/config/config.h"
+#include "common/health/process_state.h"
+#include "common/metrics/forwarder_counters.h"
+#include "forwarder/listen_sockets.h"
+
+namespace hubdns {
+
+class DnsWorkerLoop;
+
+class DnsWorker {
+ public:
+  DnsWorker(unsigned index, ConfigSnapshot config, ProcessState* state,
+            ForwarderCounters* counters, std::vector<ListenSocket> sockets);
+  ~DnsWorker();
+  DnsWorker(const DnsWorker&) = delete;
+  DnsWorker& operator=(const DnsWorker&) = delete;
+
+  // Takes over the sockets and starts the thread. On failure nothing runs and *error says why.
+  bool start(std::string* error);
+  // Any thread: asks the worker to close everything and let its loop end.
+  void request_stop();
+  // Waits for the thread; returns false if the loop did not close cleanly (leaked handle).
+  bool join();
+
+ private:
+  std::unique_ptr<DnsWorkerLoop> loop_;
+  std::thread thread_;
+  bool clean_exit_ = false;
+};
+
+}  // namespace hubdns

@@ -1,0 +1,81 @@
+#include "forwarder/listen_sockets.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace hubdns {
+
+namespace {
+
+int open_bound_socket(const SocketAddress& address, int type, std::string* error) {
+  int fd = ::socket(address.family(), type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *error = std::string("cannot create socket for ") + address.to_string() + ": " + std::strerror(errno);
+    return -1;
+  }
+  int one = 1;
+  // SO_REUSEPORT: one socket per worker on the same address, balanced by the kernel.
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (address.is_ipv6()) {
+    // [::]:53 must not also claim IPv4, so "0.0.0.0:53" and "[::]:53" can both be listed.
+    ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  }
+  if (::bind(fd, address.sockaddr_ptr(), address.sockaddr_len()) != 0) {
+    *error = std::string("cannot bind ") + (type == SOCK_DGRAM ? "UDP " : "TCP ") +
+             address.to_string() + ": " + std::strerror(errno);
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+SocketAddress bound_address(int fd) {
+  sockaddr_storage storage{};
+  socklen_t length = sizeof storage;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length);
+  return SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&storage));
+}
+
+}  // namespace
+
+std::vector<std::vector<ListenSocket>> open_listen_sockets(
+    const std::vector<SocketAddress>& addresses, unsigned worker_count, std::string* error) {
+  std::vector<std::vector<ListenSocket>> per_worker(worker_count);
+  for (const SocketAddress& configured : addresses) {
+    SocketAddress address = configured;
+    for (unsigned worker = 0; worker < worker_count; ++worker) {
+      ListenSocket socket;
+      socket.udp_fd = open_bound_socket(address, SOCK_DGRAM, error);
+      if (socket.udp_fd >= 0 && address.port() == 0) {
+        // Port 0: the first bind picks the port; every other socket joins it.
+        address = bound_address(socket.udp_fd);
+      }
+      if (socket.udp_fd >= 0) socket.tcp_fd = open_bound_socket(address, SOCK_STREAM, error);
+      socket.address = address;
+      per_worker[worker].push_back(socket);
+      if (socket.udp_fd < 0 || socket.tcp_fd < 0) {
+        close_listen_sockets(per_worker);
+        return {};
+      }
+    }
+  }
+  return per_worker;
+}
+
+void close_listen_sockets(std::vector<std::vector<ListenSocket>>& sockets) {
+  for (auto& worker : sockets) {
+    for (ListenSocket& socket : worker) {
+      if (socket.udp_fd >= 0) ::close(socket.udp_fd);
+      if (socket.tcp_fd >= 0) ::close(socket.tcp_fd);
+      socket.udp_fd = socket.tcp_fd = -1;
+    }
+  }
+}
+
+}  // namespace hubdns

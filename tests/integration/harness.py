@@ -1,0 +1,398 @@
+"""Test harness for hubdns integration tests.
+
+Starts the real hubdns binary (HUBDNS_BINARY) against fake upstream DNS servers on
+loopback that the test controls, and talks to it with real clients (dig, kdig, curl).
+Only loopback addresses are ever used. Python standard library only.
+"""
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+
+BINARY = os.environ.get("HUBDNS_BINARY", "hubdns")
+SOURCE_DIR = os.environ.get(
+    "HUBDNS_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+)
+
+
+# --------------------------------------------------------------------------------------
+# Ports
+
+
+def free_port(host="127.0.0.1"):
+    """A port that is free for both UDP and TCP on host right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(50):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        udp.bind((host, 0))
+        port = udp.getsockname()[1]
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            tcp.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            tcp.close()
+            udp.close()
+        return port
+    raise RuntimeError("no free port")
+
+
+# --------------------------------------------------------------------------------------
+# DNS wire helpers (just enough for a fake upstream and raw-socket tests)
+
+
+def encode_name(name):
+    out = b""
+    for label in name.strip(".").split("."):
+        if label:
+            out += bytes([len(label)]) + label.encode()
+    return out + b"\0"
+
+
+def build_query(name, qtype=1, qid=0x1234, rd=True, edns_size=None, do=False):
+    flags = 0x0100 if rd else 0
+    arcount = 1 if edns_size is not None else 0
+    msg = struct.pack("!HHHHHH", qid, flags, 1, 0, 0, arcount)
+    msg += encode_name(name) + struct.pack("!HH", qtype, 1)
+    if edns_size is not None:
+        msg += b"\0" + struct.pack("!HHIH", 41, edns_size, 0x8000 if do else 0, 0)
+    return msg
+
+
+def parse_question(msg):
+    """Returns (id, flags, qname_wire, qtype, qclass, question_end) or None."""
+    if len(msg) < 12:
+        return None
+    qid, flags, qdcount = struct.unpack("!HHH", msg[:6])
+    if qdcount != 1:
+        return None
+    pos = 12
+    while True:
+        if pos >= len(msg):
+            return None
+        length = msg[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length & 0xC0:
+            return None
+        pos += 1 + length
+    if pos + 4 > len(msg):
+        return None
+    qtype, qclass = struct.unpack("!HH", msg[pos : pos + 4])
+    return qid, flags, msg[12:pos], qtype, qclass, pos + 4
+
+
+def wire_to_name(wire):
+    labels = []
+    pos = 0
+    while wire[pos] != 0:
+        labels.append(wire[pos + 1 : pos + 1 + wire[pos]].decode(errors="replace"))
+        pos += 1 + wire[pos]
+    return ".".join(labels) + "."
+
+
+def rcode_of(msg):
+    return msg[3] & 0x0F
+
+
+class FakeUpstream:
+    """A DNS server on loopback (UDP and TCP on the same port) whose behaviour the test sets.
+
+    mode:
+      "answer"   A record `address` (TTL `ttl`) for every A question; NOERROR/empty otherwise
+      "drop"     never answer
+      "servfail" answer SERVFAIL
+      "refused"  answer REFUSED
+      "truncate" over UDP answer with TC set and no records; over TCP answer normally
+      "garbage"  answer random bytes
+      "wrong_id" answer with the ID changed
+    delay: seconds to wait before answering.
+    big_answer: number of A records to put in each answer (to exceed UDP limits).
+    """
+
+    def __init__(self, address="10.9.9.9", host="127.0.0.1", port=None, mode="answer",
+                 ttl=300, big_answer=0):
+        self.host = host
+        self.address = address
+        self.mode = mode
+        self.delay = 0.0
+        self.ttl = ttl
+        self.big_answer = big_answer
+        self.queries = []  # (transport, name, qtype)
+        self.lock = threading.Lock()
+        self.port = port or free_port(host)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.udp = socket.socket(family, socket.SOCK_DGRAM)
+        self.udp.bind((host, self.port))
+        self.tcp = socket.socket(family, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind((host, self.port))
+        self.tcp.listen(64)
+        self.stopping = False
+        self.threads = [
+            threading.Thread(target=self._serve_udp, daemon=True),
+            threading.Thread(target=self._serve_tcp, daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    @property
+    def endpoint(self):
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def query_count(self, transport=None):
+        with self.lock:
+            return sum(1 for q in self.queries if transport is None or q[0] == transport)
+
+    def close(self):
+        self.stopping = True
+        for s in (self.udp, self.tcp):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def answer_for(self, query, transport):
+        parsed = parse_question(query)
+        if parsed is None:
+            return None
+        qid, flags, qname, qtype, qclass, qend = parsed
+        with self.lock:
+            self.queries.append((transport, wire_to_name(qname).lower(), qtype))
+        mode = self.mode
+        if mode == "drop":
+            return None
+        if mode == "garbage":
+            return os.urandom(40)
+        rd = flags & 0x0100
+        header_flags = 0x8000 | 0x0080 | rd
+        answers = b""
+        ancount = 0
+        rcode = 0
+        if mode == "servfail":
+            rcode = 2
+        elif mode == "refused":
+            rcode = 5
+        elif mode == "truncate" and transport == "udp":
+            header_flags |= 0x0200
+        elif qtype == 1:
+            count = max(1, self.big_answer)
+            for i in range(count):
+                octets = [int(x) for x in self.address.split(".")]
+                if count > 1:
+                    octets[3] = (octets[3] + i) % 256
+                answers += b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, self.ttl, 4) + bytes(octets)
+            ancount = count
+        header_flags |= rcode
+        if mode == "wrong_id":
+            qid ^= 0x5555
+        header = struct.pack("!HHHHHH", qid, header_flags, 1, ancount, 0, 0)
+        return header + query[12:qend] + answers
+
+    def _serve_udp(self):
+        while not self.stopping:
+            try:
+                data, peer = self.udp.recvfrom(65535)
+            except OSError:
+                return
+            threading.Thread(target=self._answer_udp, args=(data, peer), daemon=True).start()
+
+    def _answer_udp(self, data, peer):
+        answer = self.answer_for(data, "udp")
+        if answer is None:
+            return
+        if self.delay:
+            time.sleep(self.delay)
+        try:
+            self.udp.sendto(answer, peer)
+        except OSError:
+            pass
+
+    def _serve_tcp(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle_tcp, args=(conn,), daemon=True).start()
+
+    def _handle_tcp(self, conn):
+        with conn:
+            buf = b""
+            while True:
+                try:
+                    chunk = conn.recv(65535)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+                while len(buf) >= 2:
+                    length = struct.unpack("!H", buf[:2])[0]
+                    if len(buf) < 2 + length:
+                        break
+                    query, buf = buf[2 : 2 + length], buf[2 + length :]
+                    answer = self.answer_for(query, "tcp")
+                    if answer is None:
+                        continue
+                    if self.delay:
+                        time.sleep(self.delay)
+                    try:
+                        conn.sendall(struct.pack("!H", len(answer)) + answer)
+                    except OSError:
+                        return
+
+
+# --------------------------------------------------------------------------------------
+# The hubdns process
+
+
+class Hubdns:
+    """Runs the hubdns binary with a configuration written from `config_text`.
+
+    The text may use {dns_port} and {health_port}, which are filled with free ports.
+    """
+
+    def __init__(self, config_text, args=None, wait_ready=True, env=None):
+        self.dns_port = free_port()
+        self.health_port = free_port()
+        self.dir = tempfile.TemporaryDirectory(prefix="hubdns-test-")
+        self.config_path = os.path.join(self.dir.name, "hubdns.toml")
+        with open(self.config_path, "w") as f:
+            f.write(config_text.format(dns_port=self.dns_port, health_port=self.health_port))
+        self.stderr_path = os.path.join(self.dir.name, "stderr.log")
+        self.stderr_file = open(self.stderr_path, "w")
+        cmd = [BINARY, "--config", self.config_path] + (args or [])
+        self.process = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=self.stderr_file, env=env
+        )
+        if wait_ready:
+            self.wait_listening()
+
+    def wait_listening(self, timeout=10.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"hubdns exited with {self.process.returncode}: {self.log()}")
+            if "hubdns started" in self.log():
+                return
+            time.sleep(0.02)
+        raise RuntimeError("hubdns did not start: " + self.log())
+
+    def log(self):
+        self.stderr_file.flush()
+        with open(self.stderr_path) as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise RuntimeError("hubdns did not stop on " + str(sig) + ": " + self.log())
+        self.stderr_file.close()
+        code = self.process.returncode
+        self.dir.cleanup()
+        return code
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            self.stop()
+
+
+# --------------------------------------------------------------------------------------
+# Real clients
+
+
+def run(cmd, timeout=30, check=False):
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}): {result.stdout}{result.stderr}")
+    return result
+
+
+def dig(port, name, qtype="A", extra=(), server="127.0.0.1"):
+    """Runs dig and returns (status, answers, full output). status is e.g. 'NOERROR'."""
+    result = run(["dig", f"@{server}", "-p", str(port), name, qtype, "+tries=1", "+time=8",
+                  *extra])
+    out = result.stdout
+    status = None
+    for line in out.splitlines():
+        if "status:" in line:
+            status = line.split("status:")[1].split(",")[0].strip()
+    answers = []
+    in_answer = False
+    for line in out.splitlines():
+        if line.startswith(";; ANSWER SECTION"):
+            in_answer = True
+            continue
+        if in_answer:
+            if not line.strip():
+                break
+            answers.append(line.split()[-1])
+    return status, answers, out
+
+
+def kdig(port, name, qtype="A", extra=(), server="127.0.0.1"):
+    result = run(["kdig", f"@{server}", "-p", str(port), name, qtype, "+retry=0", "+time=8",
+                  *extra])
+    out = result.stdout
+    status = None
+    for line in out.splitlines():
+        if "status:" in line:
+            status = line.split("status:")[1].split(";")[0].split(",")[0].strip()
+    return status, out
+
+
+def curl(port, path, method="GET", extra=(), host="127.0.0.1"):
+    """Returns (status_code, headers_text, body) using the real curl client."""
+    # Bytes, not text: text mode would turn the CRLFs that separate head and body into LFs.
+    result = subprocess.run(["curl", "-s", "-i", "-X", method, "--max-time", "5", *extra,
+                             f"http://{host}:{port}{path}"], capture_output=True, timeout=30)
+    raw = result.stdout.decode("utf-8", errors="replace")
+    head, _, body = raw.partition("\r\n\r\n")
+    status_line = head.split("\r\n")[0] if head else ""
+    code = int(status_line.split()[1]) if status_line.startswith("HTTP/") else 0
+    return code, head, body
+
+
+def udp_exchange(port, payload, timeout=3.0, host="127.0.0.1"):
+    """Sends raw bytes over UDP and returns the answer bytes or None on timeout."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(payload, (host, port))
+        try:
+            return s.recv(65535)
+        except socket.timeout:
+            return None
+
+
+BASE_CONFIG = """
+[server]
+listen = ["127.0.0.1:{{dns_port}}"]
+workers = 2
+query_timeout = "{query_timeout}"
+
+[health]
+listen = ["127.0.0.1:{{health_port}}"]
+
+{forward}
+"""
+
+
+def config_with(forward, query_timeout="3s"):
+    return BASE_CONFIG.format(forward=forward, query_timeout=query_timeout)

@@ -1,0 +1,52 @@
+"""The health listener of the real binary, checked with curl: /livez and /readyz (alias
+/healthz) answer 200 once the listeners are bound; unknown paths 404, wrong methods 405."""
+
+import unittest
+
+from harness import FakeUpstream, Hubdns, config_with, curl
+
+
+class HealthEndpointTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = FakeUpstream()
+        cls.hubdns = Hubdns(config_with(f"""
+[[forward]]
+zone = "."
+upstreams = ["{cls.upstream.endpoint}"]
+"""))
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.hubdns.stop()
+        cls.upstream.close()
+        assert code == 0, f"hubdns exit code {code}"
+
+    def test_livez_and_readyz_are_200(self):
+        for path in ("/livez", "/readyz", "/healthz"):
+            code, head, body = curl(self.hubdns.health_port, path)
+            self.assertEqual(code, 200, f"{path}: {head}\n{body}")
+            self.assertEqual(body.strip(), "ok", path)
+            self.assertIn("Content-Type: text/plain", head)
+
+    def test_livez_azure_format(self):
+        code, head, body = curl(self.hubdns.health_port, "/livez?format=azure")
+        self.assertEqual(code, 200)
+        self.assertIn('"ApplicationHealthState":"Healthy"', body.replace(" ", ""))
+
+    def test_head_has_no_body(self):
+        code, head, body = curl(self.hubdns.health_port, "/readyz", method="HEAD", extra=["-I"])
+        self.assertIn("Content-Length: 3", head)
+        self.assertEqual(code, 200, head)
+        self.assertEqual(body, "")
+
+    def test_unknown_path_and_wrong_method(self):
+        code, _, _ = curl(self.hubdns.health_port, "/nope")
+        self.assertEqual(code, 404)
+        code, head, _ = curl(self.hubdns.health_port, "/readyz", method="DELETE")
+        self.assertEqual(code, 405)
+        self.assertIn("Allow:", head)
+
+
+if __name__ == "__main__":
+    unittest.main()

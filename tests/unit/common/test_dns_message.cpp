@@ -1,0 +1,190 @@
+// Unit tests for common/dns/message: query parsing, answer matching, error answers and
+// truncation, on hand-built wire messages.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/dns/message.h"
+
+using namespace hubdns::dns;
+
+namespace {
+
+std::vector<uint8_t> wire_name(const std::string& name) {
+  std::vector<uint8_t> out;
+  size_t start = 0;
+  while (start < name.size()) {
+    size_t dot = name.find('.', start);
+    if (dot == std::string::npos) dot = name.size();
+    if (dot > start) {
+      out.push_back(static_cast<uint8_t>(dot - start));
+      out.insert(out.end(), name.begin() + static_cast<long>(start), name.begin() + static_cast<long>(dot));
+    }
+    start = dot + 1;
+  }
+  out.push_back(0);
+  return out;
+}
+
+std::vector<uint8_t> make_query(const std::string& name, uint16_t qtype = 1, uint16_t id = 0x1234,
+                                int edns_size = -1, bool dnssec_ok = false) {
+  std::vector<uint8_t> msg(kHeaderSize, 0);
+  write_u16(msg.data(), id);
+  write_u16(msg.data() + 2, kFlagRd);
+  write_u16(msg.data() + 4, 1);
+  auto name_bytes = wire_name(name);
+  msg.insert(msg.end(), name_bytes.begin(), name_bytes.end());
+  uint8_t tail[4];
+  write_u16(tail, qtype);
+  write_u16(tail + 2, kClassIn);
+  msg.insert(msg.end(), tail, tail + 4);
+  if (edns_size >= 0) {
+    write_u16(msg.data() + 10, 1);
+    uint8_t opt[11] = {0};
+    write_u16(opt + 1, kTypeOpt);
+    write_u16(opt + 3, static_cast<uint16_t>(edns_size));
+    write_u16(opt + 7, dnssec_ok ? 0x8000 : 0);
+    msg.insert(msg.end(), opt, opt + 11);
+  }
+  return msg;
+}
+
+}  // namespace
+
+TEST_CASE("a plain query is parsed in place") {
+  auto q = make_query("www.Example.com", 28, 0xABCD);
+  QueryInfo info;
+  REQUIRE(parse_query(q.data(), q.size(), &info) == QueryCheck::ok);
+  CHECK(info.id == 0xABCD);
+  CHECK(info.qtype == 28);
+  CHECK(info.qclass == kClassIn);
+  CHECK(info.qname_length == 17);
+  CHECK(info.question_end == q.size());
+  CHECK_FALSE(info.has_edns);
+}
+
+TEST_CASE("EDNS OPT is read: size, DO bit, version") {
+  auto q = make_query("example.com", 1, 1, 4096, true);
+  QueryInfo info;
+  REQUIRE(parse_query(q.data(), q.size(), &info) == QueryCheck::ok);
+  CHECK(info.has_edns);
+  CHECK(info.edns_udp_size == 4096);
+  CHECK(info.edns_do);
+  CHECK(client_udp_limit(info, 1232) == 1232);
+  auto small = make_query("example.com", 1, 1, 100);
+  REQUIRE(parse_query(small.data(), small.size(), &info) == QueryCheck::ok);
+  CHECK(client_udp_limit(info, 1232) == 512);  // sizes below 512 read as 512
+
+  q[q.size() - 5] = 1;  // EDNS version 1 (the TTL octet after the extended rcode)
+  CHECK(parse_query(q.data(), q.size(), &info) == QueryCheck::badvers);
+}
+
+TEST_CASE("malformed queries are told apart: drop, formerr, notimp") {
+  QueryInfo info;
+  uint8_t tiny[5] = {1, 2, 3, 4, 5};
+  CHECK(parse_query(tiny, sizeof tiny, &info) == QueryCheck::drop);
+
+  auto q = make_query("example.com");
+  auto response = q;
+  response[2] |= 0x80;  // QR: a response sent as a query
+  CHECK(parse_query(response.data(), response.size(), &info) == QueryCheck::drop);
+
+  auto cut = q;
+  cut.resize(q.size() - 3);
+  CHECK(parse_query(cut.data(), cut.size(), &info) == QueryCheck::formerr);
+  CHECK(info.id == 0x1234);
+
+  auto two = q;
+  two[5] = 2;
+  CHECK(parse_query(two.data(), two.size(), &info) == QueryCheck::formerr);
+
+  auto pointer = q;
+  pointer[12] = 0xC0;  // compression pointer in the question
+  pointer[13] = 0x0C;
+  CHECK(parse_query(pointer.data(), pointer.size(), &info) == QueryCheck::formerr);
+
+  auto opcode = q;
+  opcode[2] |= 0x10;  // opcode 2 (STATUS)
+  CHECK(parse_query(opcode.data(), opcode.size(), &info) == QueryCheck::notimp);
+
+  auto bad_opt = make_query("example.com", 1, 1, 1232);
+  bad_opt.push_back(0);  // ARCOUNT says 1, but now trailing garbage is fine; corrupt the OPT length
+  write_u16(bad_opt.data() + bad_opt.size() - 3, 200);
+  CHECK(parse_query(bad_opt.data(), bad_opt.size(), &info) == QueryCheck::formerr);
+}
+
+TEST_CASE("names longer than 255 octets are rejected") {
+  std::string name;
+  for (int i = 0; i < 5; ++i) name += std::string(60, 'a') + ".";
+  auto q = make_query(name);
+  QueryInfo info;
+  CHECK(parse_query(q.data(), q.size(), &info) == QueryCheck::formerr);
+}
+
+TEST_CASE("an answer matches only with the same ID and question (name case-insensitive)") {
+  auto q = make_query("Www.Example.COM", 1, 0x1111);
+  auto answer = q;
+  answer[2] |= 0x80;
+  auto lower = wire_name("www.example.com");
+  CHECK(response_matches(answer.data(), answer.size(), 0x1111, lower.data(), lower.size(), 1, kClassIn));
+  CHECK_FALSE(response_matches(answer.data(), answer.size(), 0x1112, lower.data(), lower.size(), 1, kClassIn));
+  CHECK_FALSE(response_matches(answer.data(), answer.size(), 0x1111, lower.data(), lower.size(), 28, kClassIn));
+  auto other = wire_name("www.example.org");
+  CHECK_FALSE(response_matches(answer.data(), answer.size(), 0x1111, other.data(), other.size(), 1, kClassIn));
+  CHECK_FALSE(response_matches(q.data(), q.size(), 0x1111, lower.data(), lower.size(), 1, kClassIn));  // not QR
+}
+
+TEST_CASE("error answers echo ID, question and RD, and carry EDE when the client used EDNS") {
+  auto q = make_query("example.com", 1, 0x7777, 1232);
+  QueryInfo info;
+  REQUIRE(parse_query(q.data(), q.size(), &info) == QueryCheck::ok);
+  uint8_t out[512];
+  size_t n = build_error_response(q.data(), info, kServFail, ExtendedError::no_reachable_authority, 1232,
+                                  out, sizeof out);
+  REQUIRE(n == info.question_end + 17);
+  CHECK(message_id(out) == 0x7777);
+  CHECK((message_flags(out) & kFlagQr) != 0);
+  CHECK((message_flags(out) & kFlagRd) != 0);
+  CHECK(message_rcode(out) == kServFail);
+  CHECK(read_u16(out + 10) == 1);  // ARCOUNT: the OPT
+  const uint8_t* opt = out + info.question_end;
+  CHECK(read_u16(opt + 1) == kTypeOpt);
+  CHECK(read_u16(opt + 11) == 15);  // EDE option
+  CHECK(read_u16(opt + 15) == 22);  // No Reachable Authority
+
+  auto plain = make_query("example.com");
+  REQUIRE(parse_query(plain.data(), plain.size(), &info) == QueryCheck::ok);
+  n = build_error_response(plain.data(), info, kRefused, ExtendedError::prohibited, 1232, out, sizeof out);
+  CHECK(n == plain.size());
+  CHECK(read_u16(out + 10) == 0);
+  CHECK(message_rcode(out) == kRefused);
+}
+
+TEST_CASE("BADVERS puts the upper rcode bits in OPT") {
+  auto q = make_query("example.com", 1, 1, 1232);
+  q[q.size() - 5] = 1;
+  QueryInfo info;
+  REQUIRE(parse_query(q.data(), q.size(), &info) == QueryCheck::badvers);
+  uint8_t out[512];
+  size_t n = build_error_response(q.data(), info, kBadVers, ExtendedError::none, 1232, out, sizeof out);
+  REQUIRE(n > info.question_end);
+  CHECK(message_rcode(out) == 0);
+  CHECK(out[info.question_end + 5] == 1);
+}
+
+TEST_CASE("truncation keeps header and question, sets TC") {
+  auto q = make_query("example.com", 1, 5, 1232);
+  QueryInfo info;
+  REQUIRE(parse_query(q.data(), q.size(), &info) == QueryCheck::ok);
+  std::vector<uint8_t> answer(q.begin(), q.begin() + static_cast<long>(info.question_end));
+  answer[2] |= 0x80;
+  write_u16(answer.data() + 6, 100);
+  answer.resize(2000, 0xAB);
+  size_t n = truncate_response(answer.data(), answer.size(), info.question_end, true, 1232);
+  CHECK(n == info.question_end + 11);
+  CHECK((message_flags(answer.data()) & kFlagTc) != 0);
+  CHECK(read_u16(answer.data() + 6) == 0);
+  CHECK(read_u16(answer.data() + 10) == 1);
+}
