@@ -78,11 +78,7 @@ struct Options {
 int parse_options(int argc, char** argv, Options* options) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    auto value = [&](const char* name) -> const char* {
-      if (i + 1 >= argc) return nullptr;
-      (void)name;
-      return argv[++i];
-    };
+    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
     // Accept "--option=value" as well as "--option value".
     std::string inline_value;
     bool has_inline = false;
@@ -94,23 +90,20 @@ int parse_options(int argc, char** argv, Options* options) {
         has_inline = true;
       }
     }
-    auto take = [&](const char* name) -> const char* {
-      if (has_inline) return inline_value.c_str();
-      return value(name);
-    };
-    if (arg == "-c" || arg == "--config") {
-      const char* path = take("--config");
-      if (path == nullptr) return usage_error("--config needs a file", nullptr);
+    auto take = [&]() -> const char* { return has_inline ? inline_value.c_str() : value(); };
+    if (arg == "-c" || arg == "--config" || arg == "--check-config") {
+      const char* path = take();
+      if (path == nullptr) return usage_error((arg + " needs a file").c_str(), nullptr);
+      // One file per run: a second one would silently win over the first.
+      if (!options->config_path.empty()) {
+        return usage_error("give one configuration file (--config or --check-config), not two", path);
+      }
       options->config_path = path;
-    } else if (arg == "--check-config") {
-      const char* path = take("--check-config");
-      if (path == nullptr) return usage_error("--check-config needs a file", nullptr);
-      options->mode = Options::Mode::check_config;
-      options->config_path = path;
+      if (arg == "--check-config") options->mode = Options::Mode::check_config;
     } else if (arg == "--print-default-config") {
       options->mode = Options::Mode::print_default;
     } else if (arg == "--log-level") {
-      const char* level = take("--log-level");
+      const char* level = take();
       if (level == nullptr) return usage_error("--log-level needs a level", nullptr);
       std::string l = level;
       if (l == "debug") options->log_level = hubdns::LogLevel::debug;

@@ -22,6 +22,10 @@ constexpr uint64_t kHeartbeatIntervalMs = 250;
 constexpr size_t kUpstreamSocketsPerFamily = 16;
 constexpr size_t kMaxUpstreamsPerRule = 32;  // bit mask width for "already tried"
 constexpr size_t kTcpLengthPrefix = 2;
+// Per TCP client: beyond these, reading pauses until answers drain, so a client that
+// pipelines without reading its answers cannot make the worker buffer without bound.
+constexpr unsigned kMaxQueriesPerTcpClient = 64;
+constexpr size_t kMaxUnsentBytesPerTcpClient = 256 * 1024;
 
 uint32_t divide_round_up(uint32_t total, unsigned parts) {
   if (parts == 0) return total;
@@ -49,7 +53,9 @@ class DnsWorkerLoop {
   ~DnsWorkerLoop();
 
   bool prepare(std::string* error);  // main thread, before the thread starts
-  bool run();                        // worker thread
+  void run();                        // worker thread: returns once every handle is closed
+  bool finish();                     // main thread, after join: false if a handle leaked
+  // Any thread. The stop handle lives until finish(), so this is safe until the join.
   void request_stop() { uv_async_send(stop_async_.get()); }
 
  private:
@@ -76,8 +82,12 @@ class DnsWorkerLoop {
     SocketAddress peer;
     std::vector<uint8_t> received;
     unsigned queries_in_flight = 0;
-    // Close once the answers still owed are sent (client half-closed, or a write failed).
+    unsigned pending_writes = 0;
+    size_t unsent_bytes = 0;
+    bool reading = false;
+    // Close once the answers still owed are written (client half-closed, or a write failed).
     bool close_when_idle = false;
+    uint64_t last_activity_ms = 0;
   };
 
   struct UpstreamSocket {
@@ -129,8 +139,9 @@ class DnsWorkerLoop {
   static void on_udp_query(uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf,
                            const sockaddr* addr, unsigned flags);
   static void on_tcp_connection(uv_stream_t* server, int status);
+  static void on_tcp_client_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
   static void on_tcp_client_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
-  static void on_tcp_client_idle(uv_timer_t* timer);
+  static void on_tcp_client_timer(uv_timer_t* timer);
   void handle_query(ClientKind kind, uint32_t udp_listener, const SocketAddress& client,
                     uint64_t tcp_client_id, const uint8_t* data, size_t length);
   void send_udp_to_client(uint32_t listener, const SocketAddress& client, const uint8_t* data,
@@ -140,8 +151,9 @@ class DnsWorkerLoop {
                    uint64_t tcp_client_id, const uint8_t* query, const dns::QueryInfo& info,
                    uint8_t rcode, dns::ExtendedError ede);
   void close_tcp_client(uint64_t id);
-  void close_tcp_client_soon(TcpClient& client);
-  void restart_idle_timer(TcpClient& client);
+  void process_tcp_frames(TcpClient& client);
+  void schedule_tcp_client_service(TcpClient& client);
+  static bool tcp_client_may_read(const TcpClient& client);
 
   // --- upstream side
   bool start_attempt(uint32_t slot);
@@ -156,6 +168,7 @@ class DnsWorkerLoop {
   void upstream_answered(uint32_t slot, uint8_t* data, size_t length);
   void finish_with_servfail(uint32_t slot, dns::ExtendedError ede);
   void end_attempt(PendingQuery& query);
+  void note_upstream_failure(const PendingQuery& query, const char* what);
 
   // --- pending table and deadlines
   uint32_t allocate_slot();
@@ -197,6 +210,10 @@ class DnsWorkerLoop {
   std::vector<std::vector<UpstreamStats>> upstream_stats_;  // [rule][upstream]
   std::vector<uint32_t> round_robin_next_;                  // [rule]
   SecureRandom random_;
+  // Data-path events reach the log at most once per 10 s each; the counters are exact.
+  struct {
+    LogRateLimit upstream_timeout, upstream_error, mismatched, malformed, refused, overload;
+  } log_limits_;
   alignas(16) uint8_t receive_buffer_[dns::kMaxMessageSize];
   uint8_t scratch_[dns::kMaxMessageSize];
 };
@@ -228,6 +245,7 @@ DnsWorkerLoop::~DnsWorkerLoop() {
     if (socket.tcp_fd >= 0) ::close(socket.tcp_fd);
   }
   close_everything();
+  stop_async_.close();
   loop_.close();
 }
 
@@ -241,6 +259,8 @@ bool DnsWorkerLoop::prepare(std::string* error) {
     return false;
   }
   stop_async_->data = this;
+  // The stop handle alone must not keep the loop running once everything else is closed.
+  uv_unref(stop_async_.as_handle());
 
   for (ListenSocket& socket : listen_sockets_) {
     auto udp = std::make_unique<UdpListener>();
@@ -317,7 +337,7 @@ bool DnsWorkerLoop::open_upstream_sockets(int family, std::string* error) {
   return true;
 }
 
-bool DnsWorkerLoop::run() {
+void DnsWorkerLoop::run() {
   for (auto& listener : udp_listeners_) {
     uv_udp_recv_start(listener->udp.get(), on_udp_alloc, on_udp_query);
   }
@@ -331,6 +351,13 @@ bool DnsWorkerLoop::run() {
       kHeartbeatIntervalMs, kHeartbeatIntervalMs);
   loop_.run();
   close_everything();
+  loop_.run();  // lets the close callbacks run
+}
+
+bool DnsWorkerLoop::finish() {
+  // Only now, with the worker thread joined, may the stop handle go: until then another
+  // thread could still call uv_async_send on it.
+  stop_async_.close();
   return loop_.close() == 0;
 }
 
@@ -345,7 +372,6 @@ void DnsWorkerLoop::close_everything() {
   upstream_sockets_.clear();
   heartbeat_timer_.close();
   deadline_timer_.close();
-  stop_async_.close();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -393,77 +419,104 @@ void DnsWorkerLoop::on_tcp_connection(uv_stream_t* server, int status) {
   if (client->idle_timer.init(uv_timer_init, self->loop_.get()) != 0) return;
   client->idle_timer->data = client.get();
   uv_tcp_nodelay(client->tcp.get(), 1);
-  if (uv_read_start(client->tcp.as<uv_stream_t>(),
-                    [](uv_handle_t* handle, size_t, uv_buf_t* buf) {
-                      auto* c = static_cast<TcpClient*>(handle->data);
-                      *buf = c ? uv_buf_init(reinterpret_cast<char*>(c->worker->receive_buffer_),
-                                             sizeof c->worker->receive_buffer_)
-                               : uv_buf_init(nullptr, 0);
-                    },
-                    on_tcp_client_read) != 0) {
+  if (uv_read_start(client->tcp.as<uv_stream_t>(), on_tcp_client_alloc, on_tcp_client_read) != 0) {
     return;
   }
-  self->restart_idle_timer(*client);
+  client->reading = true;
+  client->last_activity_ms = monotonic_ms();
+  uv_timer_start(client->idle_timer.get(), on_tcp_client_timer,
+                 static_cast<uint64_t>(self->config_->server.tcp_idle_timeout.count()), 0);
   uint64_t id = client->id;
   self->tcp_clients_.emplace(id, std::move(client));
 }
 
-void DnsWorkerLoop::restart_idle_timer(TcpClient& client) {
-  uv_timer_start(client.idle_timer.get(), on_tcp_client_idle,
-                 static_cast<uint64_t>(config_->server.tcp_idle_timeout.count()), 0);
+bool DnsWorkerLoop::tcp_client_may_read(const TcpClient& client) {
+  return !client.close_when_idle && client.queries_in_flight < kMaxQueriesPerTcpClient &&
+         client.unsent_bytes < kMaxUnsentBytesPerTcpClient;
 }
 
-void DnsWorkerLoop::on_tcp_client_idle(uv_timer_t* timer) {
+void DnsWorkerLoop::schedule_tcp_client_service(TcpClient& client) {
+  // Through the client's timer, so whoever calls this never finds its client destroyed
+  // under it (never destroy an owner inside its own callback frame).
+  uv_timer_start(client.idle_timer.get(), on_tcp_client_timer, 0, 0);
+}
+
+// The client's one timer: idle timeout, deferred close, and resuming a paused reader.
+void DnsWorkerLoop::on_tcp_client_timer(uv_timer_t* timer) {
   auto* client = static_cast<TcpClient*>(timer->data);
   if (client == nullptr) return;
   DnsWorkerLoop* self = client->worker;
-  if (client->queries_in_flight > 0) {
-    // Answers still owed: the connection is not idle.
-    self->restart_idle_timer(*client);
+  if (client->close_when_idle) {
+    // Otherwise release_slot or the last write callback schedules this again.
+    if (client->queries_in_flight == 0 && client->pending_writes == 0) self->close_tcp_client(client->id);
     return;
   }
-  self->close_tcp_client(client->id);  // last statement: the client is gone after this
+  self->process_tcp_frames(*client);
+  if (!client->reading && tcp_client_may_read(*client) &&
+      uv_read_start(client->tcp.as<uv_stream_t>(), on_tcp_client_alloc, on_tcp_client_read) == 0) {
+    client->reading = true;
+  }
+  uint64_t timeout = static_cast<uint64_t>(self->config_->server.tcp_idle_timeout.count());
+  uint64_t idle = monotonic_ms() - client->last_activity_ms;
+  if (client->queries_in_flight == 0 && client->pending_writes == 0 && idle >= timeout) {
+    self->close_tcp_client(client->id);  // last statement: the client is gone after this
+    return;
+  }
+  uv_timer_start(client->idle_timer.get(), on_tcp_client_timer, idle < timeout ? timeout - idle : timeout, 0);
 }
 
-void DnsWorkerLoop::close_tcp_client_soon(TcpClient& client) {
-  // Deferred through the client's timer, so no caller ever finds its client destroyed
-  // under it (never destroy an owner inside its own callback frame).
-  client.close_when_idle = true;
-  uv_read_stop(client.tcp.as<uv_stream_t>());
-  if (client.queries_in_flight == 0) uv_timer_start(client.idle_timer.get(), on_tcp_client_idle, 0, 0);
+void DnsWorkerLoop::on_tcp_client_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
+  auto* client = static_cast<TcpClient*>(handle->data);
+  // Reads are consumed before the next one, so the worker's one buffer serves every client.
+  *buf = client ? uv_buf_init(reinterpret_cast<char*>(client->worker->receive_buffer_),
+                              sizeof client->worker->receive_buffer_)
+                : uv_buf_init(nullptr, 0);
 }
 
 void DnsWorkerLoop::on_tcp_client_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   auto* client = static_cast<TcpClient*>(stream->data);
   if (client == nullptr) return;
   DnsWorkerLoop* self = client->worker;
-  uint64_t id = client->id;
-  if (nread == UV_EOF && client->queries_in_flight > 0) {
-    // The client has sent all it will; answer what it asked, then close.
-    self->close_tcp_client_soon(*client);
+  if (nread == UV_EOF) {
+    // The client has sent all it will: answer what it asked (complete frames), then close.
+    uv_read_stop(stream);
+    client->reading = false;
+    self->process_tcp_frames(*client);
+    client->close_when_idle = true;
+    self->schedule_tcp_client_service(*client);
     return;
   }
   if (nread < 0) {
-    self->close_tcp_client(id);
+    self->close_tcp_client(client->id);  // reset: nothing can be delivered any more
     return;
   }
   if (nread == 0) return;
   client->received.insert(client->received.end(), reinterpret_cast<uint8_t*>(buf->base),
                           reinterpret_cast<uint8_t*>(buf->base) + nread);
+  self->process_tcp_frames(*client);
+}
+
+void DnsWorkerLoop::process_tcp_frames(TcpClient& client) {
   size_t consumed = 0;
-  while (client->received.size() - consumed >= kTcpLengthPrefix) {
-    size_t length = dns::read_u16(client->received.data() + consumed);
-    if (client->received.size() - consumed - kTcpLengthPrefix < length) break;
-    self->counters_->queries_tcp.fetch_add(1, std::memory_order_relaxed);
+  while (client.received.size() - consumed >= kTcpLengthPrefix && !client.close_when_idle &&
+         client.queries_in_flight < kMaxQueriesPerTcpClient &&
+         client.unsent_bytes < kMaxUnsentBytesPerTcpClient) {
+    size_t length = dns::read_u16(client.received.data() + consumed);
+    if (client.received.size() - consumed - kTcpLengthPrefix < length) break;
+    counters_->queries_tcp.fetch_add(1, std::memory_order_relaxed);
     // Copy out: handle_query may answer at once and must not see a buffer we then shift.
-    std::memcpy(self->scratch_, client->received.data() + consumed + kTcpLengthPrefix, length);
+    std::memcpy(scratch_, client.received.data() + consumed + kTcpLengthPrefix, length);
     consumed += kTcpLengthPrefix + length;
-    self->restart_idle_timer(*client);
-    self->handle_query(ClientKind::tcp, 0, client->peer, id, self->scratch_, length);
-    // handle_query only ever defers closing a client, so `client` is still valid here.
+    client.last_activity_ms = monotonic_ms();
+    // handle_query never destroys a client (closing is always deferred), so `client` stays valid.
+    handle_query(ClientKind::tcp, 0, client.peer, client.id, scratch_, length);
   }
-  client->received.erase(client->received.begin(),
-                         client->received.begin() + static_cast<std::ptrdiff_t>(consumed));
+  client.received.erase(client.received.begin(),
+                        client.received.begin() + static_cast<std::ptrdiff_t>(consumed));
+  if (client.reading && !tcp_client_may_read(client)) {
+    uv_read_stop(client.tcp.as<uv_stream_t>());
+    client.reading = false;
+  }
 }
 
 void DnsWorkerLoop::close_tcp_client(uint64_t id) {
@@ -478,6 +531,11 @@ void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_listener, const S
   dns::QueryCheck check = dns::parse_query(data, length, &info);
   if (check == dns::QueryCheck::drop) {
     counters_->dropped_malformed.fetch_add(1, std::memory_order_relaxed);
+    uint64_t suppressed = 0;
+    if (log_limits_.malformed.allow(monotonic_ms(), &suppressed)) {
+      LOG_INFO("msg=\"dropped a datagram that is not a DNS query\" client=%s bytes=%zu similar_suppressed=%llu",
+               client.to_string().c_str(), length, static_cast<unsigned long long>(suppressed));
+    }
     return;
   }
 
@@ -491,6 +549,11 @@ void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_listener, const S
     }
     if (!allowed) {
       counters_->refused_acl.fetch_add(1, std::memory_order_relaxed);
+      uint64_t suppressed = 0;
+      if (log_limits_.refused.allow(monotonic_ms(), &suppressed)) {
+        LOG_INFO("msg=\"refused a client outside allow\" client=%s similar_suppressed=%llu",
+                 client.ip_string().c_str(), static_cast<unsigned long long>(suppressed));
+      }
       reply_error(kind, udp_listener, client, tcp_client_id, data, info, dns::kRefused,
                   dns::ExtendedError::prohibited);
       return;
@@ -520,6 +583,11 @@ void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_listener, const S
 
   if (pending_count_ >= max_inflight_here_) {
     counters_->overload_servfail.fetch_add(1, std::memory_order_relaxed);
+    uint64_t suppressed = 0;
+    if (log_limits_.overload.allow(monotonic_ms(), &suppressed)) {
+      LOG_WARN("msg=\"max_inflight reached; answering SERVFAIL\" worker=%u limit_per_worker=%u similar_suppressed=%llu",
+               index_, max_inflight_here_, static_cast<unsigned long long>(suppressed));
+    }
     reply_error(kind, udp_listener, client, tcp_client_id, data, info, dns::kServFail,
                 dns::ExtendedError::other);
     return;
@@ -578,23 +646,37 @@ void DnsWorkerLoop::send_udp_to_client(uint32_t listener, const SocketAddress& c
 void DnsWorkerLoop::send_tcp_to_client(uint64_t tcp_client_id, const uint8_t* data, size_t length) {
   auto it = tcp_clients_.find(tcp_client_id);
   if (it == tcp_clients_.end()) return;  // the client went away; nothing to answer
+  TcpClient& client = *it->second;
   auto* write = new OwnedWrite;
   write->bytes.resize(kTcpLengthPrefix + length);
   dns::write_u16(write->bytes.data(), static_cast<uint16_t>(length));
   std::memcpy(write->bytes.data() + kTcpLengthPrefix, data, length);
   uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(write->bytes.data()),
                              static_cast<unsigned>(write->bytes.size()));
-  int rc = uv_write(&write->request, it->second->tcp.as<uv_stream_t>(), &buf, 1,
+  int rc = uv_write(&write->request, client.tcp.as<uv_stream_t>(), &buf, 1,
                     [](uv_write_t* request, int status) {
                       auto* owned = reinterpret_cast<OwnedWrite*>(request);
-                      auto* client = static_cast<TcpClient*>(request->handle->data);
+                      size_t written = owned->bytes.size();
+                      auto* c = static_cast<TcpClient*>(request->handle->data);
                       delete owned;
-                      if (status < 0 && client != nullptr) client->worker->close_tcp_client_soon(*client);
+                      if (c == nullptr) return;  // the client was closed meanwhile
+                      c->pending_writes--;
+                      c->unsent_bytes -= written;
+                      c->last_activity_ms = monotonic_ms();
+                      if (status < 0) c->close_when_idle = true;
+                      bool owes_nothing = c->queries_in_flight == 0 && c->pending_writes == 0;
+                      if ((c->close_when_idle && owes_nothing) || (!c->close_when_idle && !c->reading)) {
+                        c->worker->schedule_tcp_client_service(*c);
+                      }
                     });
   if (rc != 0) {
     delete write;
-    close_tcp_client_soon(*it->second);
+    client.close_when_idle = true;
+    schedule_tcp_client_service(client);
+    return;
   }
+  client.pending_writes++;
+  client.unsent_bytes += kTcpLengthPrefix + length;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -725,26 +807,31 @@ void DnsWorkerLoop::on_upstream_udp(uv_udp_t* handle, ssize_t nread, const uv_bu
   DnsWorkerLoop* self = socket->worker;
   auto* data = reinterpret_cast<uint8_t*>(buf->base);
   size_t length = static_cast<size_t>(nread);
-  if (length < dns::kHeaderSize) {
+  SocketAddress source = SocketAddress::from_sockaddr(addr);
+  auto it = length < dns::kHeaderSize
+                ? self->udp_waiting_.end()
+                : self->udp_waiting_.find(udp_key(socket->index, dns::message_id(data)));
+  // Only the upstream we asked, on this socket, with our ID and our question, may answer
+  // (anti-spoofing). Anything else is counted and dropped; the attempt keeps waiting.
+  bool matches = false;
+  if (it != self->udp_waiting_.end()) {
+    PendingQuery& query = self->pending_[it->second];
+    const SocketAddress& expected = self->config_->forward[query.rule].upstreams[query.upstream];
+    matches = source == expected &&
+              dns::response_matches(data, length, query.upstream_id,
+                                    query.query.data() + query.info.qname_offset, query.info.qname_length,
+                                    query.info.qtype, query.info.qclass);
+  }
+  if (!matches) {
     self->counters_->upstream_mismatched.fetch_add(1, std::memory_order_relaxed);
+    uint64_t suppressed = 0;
+    if (self->log_limits_.mismatched.allow(monotonic_ms(), &suppressed)) {
+      LOG_WARN("msg=\"dropped an upstream answer that matches no query (wrong source, ID or question)\" source=%s bytes=%zu similar_suppressed=%llu",
+               source.to_string().c_str(), length, static_cast<unsigned long long>(suppressed));
+    }
     return;
   }
-  auto it = self->udp_waiting_.find(udp_key(socket->index, dns::message_id(data)));
-  if (it == self->udp_waiting_.end()) {
-    self->counters_->upstream_mismatched.fetch_add(1, std::memory_order_relaxed);
-    return;
-  }
-  uint32_t slot = it->second;
-  PendingQuery& query = self->pending_[slot];
-  const SocketAddress& expected = self->config_->forward[query.rule].upstreams[query.upstream];
-  // Only the upstream we asked, with our ID and our question, may answer (anti-spoofing).
-  if (!(SocketAddress::from_sockaddr(addr) == expected) ||
-      !dns::response_matches(data, length, query.upstream_id, query.query.data() + query.info.qname_offset,
-                             query.info.qname_length, query.info.qtype, query.info.qclass)) {
-    self->counters_->upstream_mismatched.fetch_add(1, std::memory_order_relaxed);
-    return;
-  }
-  self->upstream_answered(slot, data, length);
+  self->upstream_answered(it->second, data, length);
 }
 
 bool DnsWorkerLoop::send_tcp_attempt(uint32_t slot, const SocketAddress& upstream) {
@@ -778,6 +865,7 @@ void DnsWorkerLoop::on_upstream_tcp_connected(uv_connect_t* request, int status)
   uint32_t slot = exchange->slot;
   if (status < 0) {
     self->counters_->upstream_errors.fetch_add(1, std::memory_order_relaxed);
+    self->note_upstream_failure(self->pending_[slot], uv_err_name(status));
     self->end_attempt(self->pending_[slot]);
     if (!self->start_attempt(slot)) self->finish_with_servfail(slot, dns::ExtendedError::network_error);
     return;
@@ -805,6 +893,7 @@ void DnsWorkerLoop::on_upstream_tcp_connected(uv_connect_t* request, int status)
   }
   if (rc != 0) {
     self->counters_->upstream_errors.fetch_add(1, std::memory_order_relaxed);
+    self->note_upstream_failure(self->pending_[slot], uv_err_name(rc));
     self->end_attempt(query);
     if (!self->start_attempt(slot)) self->finish_with_servfail(slot, dns::ExtendedError::network_error);
   }
@@ -818,6 +907,7 @@ void DnsWorkerLoop::on_upstream_tcp_read(uv_stream_t* stream, ssize_t nread, con
   PendingQuery& query = self->pending_[slot];
   if (nread < 0) {
     self->counters_->upstream_errors.fetch_add(1, std::memory_order_relaxed);
+    self->note_upstream_failure(self->pending_[slot], uv_err_name(static_cast<int>(nread)));
     self->end_attempt(query);
     if (!self->start_attempt(slot)) self->finish_with_servfail(slot, dns::ExtendedError::network_error);
     return;
@@ -856,7 +946,7 @@ void DnsWorkerLoop::upstream_answered(uint32_t slot, uint8_t* data, size_t lengt
     if (length > limit) {
       counters_->truncated.fetch_add(1, std::memory_order_relaxed);
       length = dns::truncate_response(data, length, query.info.question_end, query.info.has_edns,
-                                      config_->server.edns_udp_size);
+                                      query.info.edns_do, config_->server.edns_udp_size);
     }
     send_udp_to_client(query.udp_listener, query.client_address, data, length);
   } else {
@@ -872,6 +962,23 @@ void DnsWorkerLoop::finish_with_servfail(uint32_t slot, dns::ExtendedError ede) 
   reply_error(query.client_kind, query.udp_listener, query.client_address, query.tcp_client_id,
               query.query.data(), query.info, dns::kServFail, ede);
   release_slot(slot);
+}
+
+void DnsWorkerLoop::note_upstream_failure(const PendingQuery& query, const char* what) {
+  const ForwardRule& rule = config_->forward[query.rule];
+  uint64_t suppressed = 0;
+  LogRateLimit& limit = std::strcmp(what, "timeout") == 0 ? log_limits_.upstream_timeout
+                                                          : log_limits_.upstream_error;
+  if (limit.allow(monotonic_ms(), &suppressed)) {
+    LOG_WARN("msg=\"upstream attempt failed\" reason=%s upstream=%s zone=%s worker=%u similar_suppressed=%llu",
+             what, rule.upstreams[query.upstream].to_string().c_str(), rule.zone.c_str(), index_,
+             static_cast<unsigned long long>(suppressed));
+  }
+  // A timeout or an error pushes the upstream's smoothed RTT up to at least the attempt
+  // timeout, so `fastest` stops choosing a dead upstream first; answers bring it down again.
+  double& srtt = upstream_stats_[query.rule][query.upstream].smoothed_rtt_ms;
+  double floor = static_cast<double>(config_->forward[query.rule].attempt_timeout.count());
+  srtt = std::min(std::max(srtt * 2, floor), 60000.0);
 }
 
 void DnsWorkerLoop::end_attempt(PendingQuery& query) {
@@ -916,8 +1023,10 @@ void DnsWorkerLoop::release_slot(uint32_t slot) {
     auto it = tcp_clients_.find(query.tcp_client_id);
     if (it != tcp_clients_.end() && it->second->queries_in_flight > 0) {
       TcpClient& client = *it->second;
-      if (--client.queries_in_flight == 0 && client.close_when_idle) {
-        uv_timer_start(client.idle_timer.get(), on_tcp_client_idle, 0, 0);
+      client.queries_in_flight--;
+      bool owes_nothing = client.queries_in_flight == 0 && client.pending_writes == 0;
+      if ((client.close_when_idle && owes_nothing) || (!client.close_when_idle && !client.reading)) {
+        schedule_tcp_client_service(client);
       }
     }
   }
@@ -958,6 +1067,7 @@ void DnsWorkerLoop::on_deadline_timer(uv_timer_t* timer) {
     PendingQuery& query = self->pending_[slot];
     query.deadline = self->deadlines_.end();
     self->counters_->upstream_timeouts.fetch_add(1, std::memory_order_relaxed);
+    self->note_upstream_failure(query, "timeout");
     self->end_attempt(query);
     if (now >= query.query_deadline_ms || !self->start_attempt(slot)) {
       self->finish_with_servfail(slot, dns::ExtendedError::no_reachable_authority);
@@ -983,7 +1093,7 @@ DnsWorker::~DnsWorker() {
 
 bool DnsWorker::start(std::string* error) {
   if (!loop_->prepare(error)) return false;
-  thread_ = std::thread([this] { clean_exit_ = loop_->run(); });
+  thread_ = std::thread([this] { loop_->run(); });
   return true;
 }
 
@@ -992,7 +1102,9 @@ void DnsWorker::request_stop() {
 }
 
 bool DnsWorker::join() {
-  if (thread_.joinable()) thread_.join();
+  if (!thread_.joinable()) return clean_exit_;
+  thread_.join();
+  clean_exit_ = loop_->finish();
   return clean_exit_;
 }
 

@@ -35,6 +35,29 @@ int open_bound_socket(const SocketAddress& address, int type, std::string* error
   return fd;
 }
 
+// SO_REUSEPORT would let a second hubdns (same user) bind the same address silently and
+// take half the traffic. A plain bind of a throw-away socket first fails with EADDRINUSE
+// if anything holds the address, so that case stops at start like any bind failure.
+bool address_is_free(const SocketAddress& address, int type, std::string* error) {
+  int fd = ::socket(address.family(), type | SOCK_CLOEXEC, 0);
+  if (fd < 0) return true;  // the real bind reports the problem
+  if (type == SOCK_STREAM) {
+    int one = 1;  // connections of an earlier run in TIME_WAIT do not hold the address
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  }
+  if (address.is_ipv6()) {
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  }
+  bool free = ::bind(fd, address.sockaddr_ptr(), address.sockaddr_len()) == 0 || errno != EADDRINUSE;
+  if (!free) {
+    *error = std::string("cannot bind ") + (type == SOCK_DGRAM ? "UDP " : "TCP ") +
+             address.to_string() + ": " + std::strerror(EADDRINUSE) + " (another process listens there)";
+  }
+  ::close(fd);
+  return free;
+}
+
 SocketAddress bound_address(int fd) {
   sockaddr_storage storage{};
   socklen_t length = sizeof storage;
@@ -49,6 +72,11 @@ std::vector<std::vector<ListenSocket>> open_listen_sockets(
   std::vector<std::vector<ListenSocket>> per_worker(worker_count);
   for (const SocketAddress& configured : addresses) {
     SocketAddress address = configured;
+    if (address.port() != 0 && (!address_is_free(address, SOCK_DGRAM, error) ||
+                                !address_is_free(address, SOCK_STREAM, error))) {
+      close_listen_sockets(per_worker);
+      return {};
+    }
     for (unsigned worker = 0; worker < worker_count; ++worker) {
       ListenSocket socket;
       socket.udp_fd = open_bound_socket(address, SOCK_DGRAM, error);

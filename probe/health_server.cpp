@@ -46,6 +46,8 @@ class HealthServer::Connection {
   // the object is then deleted or closing and the caller must not use it.
   bool start(uv_stream_t* listener);
   void start_close();
+  uint64_t accepted_ms() const { return accepted_ms_; }
+  bool finishing() const { return finishing_; }
 
  private:
   enum class TimerPurpose { none, request, idle };
@@ -73,6 +75,7 @@ class HealthServer::Connection {
   TimerPurpose timer_purpose_ = TimerPurpose::none;
   HttpRequestParser parser_;
   SocketAddress peer_;
+  uint64_t accepted_ms_ = monotonic_ms();
 };
 
 bool HealthServer::Connection::start(uv_stream_t* listener) {
@@ -379,7 +382,7 @@ void HealthServer::on_connection(uv_stream_t* listener, int status) {
   // libuv callbacks must not throw; only allocation can fail here.
   try {
     if (self->connections_.size() >= self->options_.max_connections) {
-      self->reject_one(listener);
+      self->make_room_and_accept(listener);
     } else {
       self->accept_one(listener);
     }
@@ -395,23 +398,37 @@ void HealthServer::accept_one(uv_stream_t* listener) {
   if (connection.release()->start(listener)) ++stats_.connections_accepted;
 }
 
-void HealthServer::reject_one(uv_stream_t* listener) {
-  // The connection must still be accepted (libuv stops watching the listener while one is
-  // pending), then closed at once: the client sees a closed connection, a failed probe.
-  ++stats_.connections_rejected;
-  auto* doomed = new uv_tcp_t{};
-  if (uv_tcp_init(loop_, doomed) != 0) {
-    delete doomed;
-    return;
+void HealthServer::make_room_and_accept(uv_stream_t* listener) {
+  // At the cap, the oldest connection that is not already finishing an answer makes room,
+  // so idle or slow clients holding every slot cannot lock the load balancer's probe out:
+  // a probe is answered within a millisecond of its connection, long before it is oldest.
+  Connection* oldest = nullptr;
+  for (Connection* connection : connections_) {
+    if (connection->finishing()) continue;
+    if (oldest == nullptr || connection->accepted_ms() < oldest->accepted_ms()) oldest = connection;
   }
-  uv_accept(listener, reinterpret_cast<uv_stream_t*>(doomed));
-  uv_close(reinterpret_cast<uv_handle_t*>(doomed),
-           [](uv_handle_t* handle) { delete reinterpret_cast<uv_tcp_t*>(handle); });
+  if (oldest != nullptr) {
+    ++stats_.connections_evicted;
+    oldest->start_close();
+    accept_one(listener);
+  } else {
+    // Every slot is finishing an answer: accept and close at once (libuv stops watching
+    // the listener while a connection is pending), a failed probe the prober will retry.
+    ++stats_.connections_rejected;
+    auto* doomed = new uv_tcp_t{};
+    if (uv_tcp_init(loop_, doomed) != 0) {
+      delete doomed;
+      return;
+    }
+    uv_accept(listener, reinterpret_cast<uv_stream_t*>(doomed));
+    uv_close(reinterpret_cast<uv_handle_t*>(doomed),
+             [](uv_handle_t* handle) { delete reinterpret_cast<uv_tcp_t*>(handle); });
+  }
   uint64_t now = monotonic_ms();
   if (now - last_reject_log_ms_ >= kRejectLogIntervalMs) {
     last_reject_log_ms_ = now;
-    LOG_WARN("msg=\"health listener at connection limit; closing new connections\" limit=%zu rejected=%llu",
-             options_.max_connections,
+    LOG_WARN("msg=\"health listener at connection limit; closing the oldest connections\" limit=%zu evicted=%llu rejected=%llu",
+             options_.max_connections, static_cast<unsigned long long>(stats_.connections_evicted),
              static_cast<unsigned long long>(stats_.connections_rejected));
   }
 }

@@ -38,7 +38,7 @@ namespace hubdns {
 struct HealthServerOptions {
   uint64_t request_timeout_ms = 10000;    // a started request must be complete within this
   uint64_t keep_alive_idle_ms = 5000;     // idle time allowed between requests
-  size_t max_connections = 256;           // beyond it new connections are accepted and closed
+  size_t max_connections = 256;           // beyond it the oldest connection makes room
   size_t max_pending_write_bytes = 256 * 1024;  // a client that does not read is cut off
   uint64_t heartbeat_interval_ms = 1000;  // control-loop heartbeat period
   uint64_t max_loop_silence_ms = 5000;    // liveness / readiness: a loop silent longer is stuck
@@ -63,7 +63,8 @@ using ReadinessContributor = std::function<void(ReadinessInputs&)>;
 // Counters for /metrics (later issue). Only touched on the control loop.
 struct HealthServerStats {
   uint64_t connections_accepted = 0;
-  uint64_t connections_rejected = 0;  // over max_connections
+  uint64_t connections_rejected = 0;  // over max_connections, nothing could be evicted
+  uint64_t connections_evicted = 0;   // oldest connection closed to make room for a new one
   uint64_t requests = 0;              // answered requests, bad ones included
   uint64_t bad_requests = 0;          // parse errors (400, 413, 431, 501, 505)
   uint64_t timeouts = 0;              // connections cut by the slow-client / idle timer
@@ -122,7 +123,7 @@ class HealthServer {
   static void on_connection(uv_stream_t* listener, int status);
   static void on_heartbeat(uv_timer_t* timer);
   void accept_one(uv_stream_t* listener);
-  void reject_one(uv_stream_t* listener);
+  void make_room_and_accept(uv_stream_t* listener);
   void forget(Connection* connection);
   // Routes one parsed request to its handler, or answers 404 / 405.
   HttpResponse dispatch(const HttpRequest& request, const RequestContext& context) const;

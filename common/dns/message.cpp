@@ -175,7 +175,7 @@ size_t build_error_response(const uint8_t* query, const QueryInfo& info, uint8_t
 }
 
 size_t truncate_response(uint8_t* msg, size_t length, size_t question_end, bool client_edns,
-                         uint16_t our_udp_size) {
+                         bool client_do, uint16_t our_udp_size) {
   if (length < kHeaderSize) return length;
   if (question_end > length || question_end < kHeaderSize) question_end = kHeaderSize;
   uint16_t flags = static_cast<uint16_t>(read_u16(msg + 2) | kFlagTc);
@@ -186,7 +186,7 @@ size_t truncate_response(uint8_t* msg, size_t length, size_t question_end, bool 
   write_u16(msg + 10, 0);
   size_t pos = question_end;
   if (client_edns) {
-    size_t opt = write_opt_record(msg + pos, length - pos, our_udp_size, false, ExtendedError::none);
+    size_t opt = write_opt_record(msg + pos, length - pos, our_udp_size, client_do, ExtendedError::none);
     if (opt != 0) {
       pos += opt;
       write_u16(msg + 10, 1);

@@ -104,10 +104,11 @@ size_t build_error_response(const uint8_t* query, const QueryInfo& info, uint8_t
                             size_t out_capacity);
 
 // Cuts an answer that is larger than a UDP client can take down to header + question
-// with TC set (the client retries over TCP). Keeps an OPT record (answer's OPT rebuilt with
-// our_udp_size) when the client used EDNS. Returns the new length.
+// with TC set (the client retries over TCP). When the client used EDNS, an OPT record with
+// our_udp_size and the client's DO bit is appended (RFC 3225: DO is echoed). Returns the new
+// length.
 size_t truncate_response(uint8_t* msg, size_t length, size_t question_end, bool client_edns,
-                         uint16_t our_udp_size);
+                         bool client_do, uint16_t our_udp_size);
 
 // The largest UDP answer the client can take: 512 without EDNS, otherwise its advertised
 // size capped by ours.

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdarg>
+#include <cstdint>
 
 namespace hubdns {
 
@@ -24,5 +25,34 @@ void log_line(LogLevel level, const char* format, ...) __attribute__((format(pri
 #define LOG_INFO(...) HUBDNS_LOG(::hubdns::LogLevel::info, __VA_ARGS__)
 #define LOG_WARN(...) HUBDNS_LOG(::hubdns::LogLevel::warn, __VA_ARGS__)
 #define LOG_ERROR(...) HUBDNS_LOG(::hubdns::LogLevel::error, __VA_ARGS__)
+
+}  // namespace hubdns
+
+namespace hubdns {
+
+// Lets one kind of data-path event through to the log at most once per interval, and
+// reports how many were held back since; the counters keep the exact figures. One per
+// event kind per thread (not thread-safe by design: each worker owns its own).
+class LogRateLimit {
+ public:
+  explicit LogRateLimit(uint64_t interval_ms = 10000) : interval_ms_(interval_ms) {}
+  // True if this occurrence should be logged; *suppressed receives how many were skipped
+  // since the last one that was.
+  bool allow(uint64_t now_ms, uint64_t* suppressed) {
+    if (last_ms_ != 0 && now_ms - last_ms_ < interval_ms_) {
+      ++suppressed_;
+      return false;
+    }
+    last_ms_ = now_ms;
+    *suppressed = suppressed_;
+    suppressed_ = 0;
+    return true;
+  }
+
+ private:
+  uint64_t interval_ms_;
+  uint64_t last_ms_ = 0;
+  uint64_t suppressed_ = 0;
+};
 
 }  // namespace hubdns

@@ -23,7 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     response_matches(data, size, info.id, lower, info.qname_length, info.qtype, info.qclass);
     std::vector<uint8_t> copy(data, data + size);
     copy.resize(size + 32);
-    truncate_response(copy.data(), copy.size(), info.question_end, info.has_edns, 1232);
+    truncate_response(copy.data(), copy.size(), info.question_end, info.has_edns, info.edns_do, 1232);
   }
   return 0;
 }

@@ -10,6 +10,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -288,7 +289,8 @@ class Hubdns:
         raise RuntimeError("hubdns did not start: " + self.log())
 
     def log(self):
-        self.stderr_file.flush()
+        if not self.stderr_file.closed:
+            self.stderr_file.flush()
         with open(self.stderr_path) as f:
             return f.read()
 
@@ -303,6 +305,9 @@ class Hubdns:
                 raise RuntimeError("hubdns did not stop on " + str(sig) + ": " + self.log())
         self.stderr_file.close()
         code = self.process.returncode
+        if code != 0:
+            # Keep the evidence (a sanitizer report, say) in the test's output.
+            print(f"hubdns exited with {code}; its log:\n{self.log()}", file=sys.stderr)
         self.dir.cleanup()
         return code
 
@@ -325,15 +330,20 @@ def run(cmd, timeout=30, check=False):
     return result
 
 
+def response_status(out):
+    """The first 'status: X' of dig or kdig output ('NOERROR', 'SERVFAIL', ...), or None."""
+    for line in out.splitlines():
+        if "status:" in line:
+            return line.split("status:")[1].split(";")[0].split(",")[0].strip()
+    return None
+
+
 def dig(port, name, qtype="A", extra=(), server="127.0.0.1"):
     """Runs dig and returns (status, answers, full output). status is e.g. 'NOERROR'."""
     result = run(["dig", f"@{server}", "-p", str(port), name, qtype, "+tries=1", "+time=8",
                   *extra])
     out = result.stdout
-    status = None
-    for line in out.splitlines():
-        if "status:" in line:
-            status = line.split("status:")[1].split(",")[0].strip()
+    status = response_status(out)
     answers = []
     in_answer = False
     for line in out.splitlines():
@@ -350,12 +360,7 @@ def dig(port, name, qtype="A", extra=(), server="127.0.0.1"):
 def kdig(port, name, qtype="A", extra=(), server="127.0.0.1"):
     result = run(["kdig", f"@{server}", "-p", str(port), name, qtype, "+retry=0", "+time=8",
                   *extra])
-    out = result.stdout
-    status = None
-    for line in out.splitlines():
-        if "status:" in line:
-            status = line.split("status:")[1].split(";")[0].split(",")[0].strip()
-    return status, out
+    return response_status(result.stdout), result.stdout
 
 
 def curl(port, path, method="GET", extra=(), host="127.0.0.1"):

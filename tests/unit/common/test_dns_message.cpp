@@ -182,9 +182,10 @@ TEST_CASE("truncation keeps header and question, sets TC") {
   answer[2] |= 0x80;
   write_u16(answer.data() + 6, 100);
   answer.resize(2000, 0xAB);
-  size_t n = truncate_response(answer.data(), answer.size(), info.question_end, true, 1232);
+  size_t n = truncate_response(answer.data(), answer.size(), info.question_end, true, true, 1232);
   CHECK(n == info.question_end + 11);
   CHECK((message_flags(answer.data()) & kFlagTc) != 0);
   CHECK(read_u16(answer.data() + 6) == 0);
   CHECK(read_u16(answer.data() + 10) == 1);
+  CHECK((read_u16(answer.data() + info.question_end + 7) & 0x8000) != 0);  // DO echoed
 }
