@@ -16,6 +16,8 @@
 #include "common/health/process_state.h"
 #include "common/log/log.h"
 #include "common/metrics/forwarder_counters.h"
+#include "common/metrics/forwarder_metrics.h"
+#include "common/metrics/registry.h"
 #include "common/util/clock.h"
 #include "common/uv/handle.h"
 #include "conf/loader.h"
@@ -139,6 +141,10 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
 
   ProcessState state(worker_count);
   ForwarderCounters counters;
+  // Families are registered here, before any thread starts; /metrics renders them on the
+  // control loop from the counters the workers bump.
+  MetricsRegistry metrics;
+  register_forwarder_metrics(metrics, counters);
 
   std::string error;
   auto sockets = open_listen_sockets(config->server.listen, worker_count, &error);
@@ -153,6 +159,11 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
   int exit_code = kExitOk;
   {
     HealthServer health(control_loop.get(), state);
+    health.add_route("GET", "/metrics", [&metrics](const HttpRequest&, const RequestContext&) {
+      HttpResponse response = HttpResponse::text(200, metrics.render());
+      response.content_type = std::string(kMetricsContentType);
+      return response;
+    });
     if (health.listen(config->health.listen, &error) != 0) {
       LOG_ERROR("msg=\"cannot bind health listener\" error=\"%s\"", error.c_str());
       close_listen_sockets(sockets);

@@ -4,219 +4,45 @@
 
 #include <algorithm>
 #include <cstring>
-#include <map>
-#include <unordered_map>
 
-#include "common/dns/message.h"
-#include "common/log/log.h"
 #include "common/util/clock.h"
-#include "common/uv/handle.h"
-#include "forwarder/secure_random.h"
-#include "forwarder/zone_router.h"
+#include "forwarder/dns_worker_loop.h"
 
 namespace hubdns {
 
 namespace {
 
 constexpr uint64_t kHeartbeatIntervalMs = 250;
+// Upstream source sockets per address family and worker. Each query goes out on one drawn
+// at random (its kernel-chosen random port) with a random 16-bit ID. More sockets add port
+// entropy but split the sendmmsg/recvmmsg batches: 16 keeps both reasonable.
 constexpr size_t kUpstreamSocketsPerFamily = 16;
-constexpr size_t kMaxUpstreamsPerRule = 32;  // bit mask width for "already tried"
-constexpr size_t kTcpLengthPrefix = 2;
-// Per TCP client: beyond these, reading pauses until answers drain, so a client that
-// pipelines without reading its answers cannot make the worker buffer without bound.
-constexpr unsigned kMaxQueriesPerTcpClient = 64;
-constexpr size_t kMaxUnsentBytesPerTcpClient = 256 * 1024;
+constexpr size_t kMaxUpstreamsPerRule = 32;  // width of the "already tried" bit mask
+// A question already waiting upstream takes at most this many more clients; beyond it a
+// new client starts its own upstream query.
+constexpr uint32_t kMaxFollowers = 1024;
 
 uint32_t divide_round_up(uint32_t total, unsigned parts) {
   if (parts == 0) return total;
   return (total + parts - 1) / parts;
 }
 
-// A write request that owns its bytes; freed in its callback whatever the status.
-struct OwnedWrite {
-  uv_write_t request{};
-  std::vector<uint8_t> bytes;
-};
-
-struct OwnedUdpSend {
-  uv_udp_send_t request{};
-  std::vector<uint8_t> bytes;
-};
+int open_upstream_socket(int family) {
+  int fd = ::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  sockaddr_storage any{};
+  any.ss_family = static_cast<sa_family_t>(family);
+  socklen_t length = family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+  // Port 0: the kernel draws a random ephemeral port for each socket of the pool.
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&any), length) != 0) {
+    int error = -errno;
+    ::close(fd);
+    return error;
+  }
+  return fd;
+}
 
 }  // namespace
-
-// Everything a worker owns; lives on the worker's thread once start() handed it over.
-class DnsWorkerLoop {
- public:
-  DnsWorkerLoop(unsigned index, ConfigSnapshot config, ProcessState* state,
-                ForwarderCounters* counters, std::vector<ListenSocket> sockets);
-  ~DnsWorkerLoop();
-
-  bool prepare(std::string* error);  // main thread, before the thread starts
-  void run();                        // worker thread: returns once every handle is closed
-  bool finish();                     // main thread, after join: false if a handle leaked
-  // Any thread. The stop handle lives until finish(), so this is safe until the join.
-  void request_stop() { uv_async_send(stop_async_.get()); }
-
- private:
-  enum class ClientKind : uint8_t { udp, tcp };
-
-  struct UdpListener {
-    DnsWorkerLoop* worker = nullptr;
-    uint32_t index = 0;
-    UvUdp udp;
-    SocketAddress address;
-  };
-
-  struct TcpListener {
-    DnsWorkerLoop* worker = nullptr;
-    UvTcp tcp;
-    SocketAddress address;
-  };
-
-  struct TcpClient {
-    DnsWorkerLoop* worker = nullptr;
-    uint64_t id = 0;
-    UvTcp tcp;
-    UvTimer idle_timer;
-    SocketAddress peer;
-    std::vector<uint8_t> received;
-    unsigned queries_in_flight = 0;
-    unsigned pending_writes = 0;
-    size_t unsent_bytes = 0;
-    bool reading = false;
-    // Close once the answers still owed are written (client half-closed, or a write failed).
-    bool close_when_idle = false;
-    uint64_t last_activity_ms = 0;
-  };
-
-  struct UpstreamSocket {
-    DnsWorkerLoop* worker = nullptr;
-    UvUdp udp;
-    uint32_t index = 0;
-  };
-
-  // A TCP connection to an upstream for one query (queries that came over TCP go upstream
-  // over TCP). Connection reuse and pipelining come with the relay-core work.
-  struct UpstreamTcpExchange {
-    DnsWorkerLoop* worker = nullptr;
-    UvTcp tcp;
-    uint32_t slot = 0;
-    uint64_t generation = 0;
-    std::vector<uint8_t> received;
-  };
-
-  struct PendingQuery {
-    bool in_use = false;
-    uint64_t generation = 0;
-    ClientKind client_kind = ClientKind::udp;
-    uint32_t udp_listener = 0;
-    SocketAddress client_address;
-    uint64_t tcp_client_id = 0;
-    dns::QueryInfo info;
-    std::vector<uint8_t> query;  // the client's query; its ID is rewritten per attempt
-    size_t rule = 0;
-    uint32_t tried_mask = 0;
-    size_t upstream = 0;
-    uint16_t upstream_id = 0;
-    int64_t upstream_socket = -1;  // index into upstream_sockets_, -1 for TCP
-    uint64_t attempt_started_ms = 0;
-    uint64_t query_deadline_ms = 0;
-    std::multimap<uint64_t, uint32_t>::iterator deadline;
-    std::unique_ptr<UpstreamTcpExchange> tcp_exchange;
-  };
-
-  struct UpstreamStats {
-    double smoothed_rtt_ms = 0;  // 0 = never measured
-  };
-
-  // --- setup and teardown
-  bool open_upstream_sockets(int family, std::string* error);
-  void close_everything();
-
-  // --- client side
-  static void on_udp_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
-  static void on_udp_query(uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf,
-                           const sockaddr* addr, unsigned flags);
-  static void on_tcp_connection(uv_stream_t* server, int status);
-  static void on_tcp_client_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
-  static void on_tcp_client_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
-  static void on_tcp_client_timer(uv_timer_t* timer);
-  void handle_query(ClientKind kind, uint32_t udp_listener, const SocketAddress& client,
-                    uint64_t tcp_client_id, const uint8_t* data, size_t length);
-  void send_udp_to_client(uint32_t listener, const SocketAddress& client, const uint8_t* data,
-                          size_t length);
-  void send_tcp_to_client(uint64_t tcp_client_id, const uint8_t* data, size_t length);
-  void reply_error(ClientKind kind, uint32_t udp_listener, const SocketAddress& client,
-                   uint64_t tcp_client_id, const uint8_t* query, const dns::QueryInfo& info,
-                   uint8_t rcode, dns::ExtendedError ede);
-  void close_tcp_client(uint64_t id);
-  void process_tcp_frames(TcpClient& client);
-  void schedule_tcp_client_service(TcpClient& client);
-  static bool tcp_client_may_read(const TcpClient& client);
-
-  // --- upstream side
-  bool start_attempt(uint32_t slot);
-  size_t choose_upstream(PendingQuery& query);
-  bool send_udp_attempt(uint32_t slot, const SocketAddress& upstream);
-  bool send_tcp_attempt(uint32_t slot, const SocketAddress& upstream);
-  static void on_upstream_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
-  static void on_upstream_udp(uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf,
-                              const sockaddr* addr, unsigned flags);
-  static void on_upstream_tcp_connected(uv_connect_t* request, int status);
-  static void on_upstream_tcp_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
-  void upstream_answered(uint32_t slot, uint8_t* data, size_t length);
-  void finish_with_servfail(uint32_t slot, dns::ExtendedError ede);
-  void end_attempt(PendingQuery& query);
-  void note_upstream_failure(const PendingQuery& query, const char* what);
-
-  // --- pending table and deadlines
-  uint32_t allocate_slot();
-  void release_slot(uint32_t slot);
-  void set_deadline(uint32_t slot, uint64_t deadline_ms);
-  void arm_deadline_timer();
-  static void on_deadline_timer(uv_timer_t* timer);
-  static uint32_t udp_key(uint32_t socket_index, uint16_t id) { return (socket_index << 16) | id; }
-
-  unsigned index_;
-  ConfigSnapshot config_;
-  ZoneRouter router_;
-  ProcessState* state_;
-  ForwarderCounters* counters_;
-  std::vector<ListenSocket> listen_sockets_;
-  uint32_t max_inflight_here_;
-  uint32_t max_tcp_clients_here_;
-
-  EventLoop loop_;
-  UvAsync stop_async_;
-  UvTimer heartbeat_timer_;
-  UvTimer deadline_timer_;
-  std::vector<std::unique_ptr<UdpListener>> udp_listeners_;
-  std::vector<std::unique_ptr<TcpListener>> tcp_listeners_;
-  std::unordered_map<uint64_t, std::unique_ptr<TcpClient>> tcp_clients_;
-  uint64_t next_tcp_client_id_ = 1;
-  std::vector<std::unique_ptr<UpstreamSocket>> upstream_sockets_;
-  std::vector<uint32_t> upstream_sockets_v4_;
-  std::vector<uint32_t> upstream_sockets_v6_;
-
-  std::vector<PendingQuery> pending_;
-  std::vector<uint32_t> free_slots_;
-  uint32_t pending_count_ = 0;
-  uint64_t next_generation_ = 1;
-  std::unordered_map<uint32_t, uint32_t> udp_waiting_;  // udp_key -> slot
-  std::multimap<uint64_t, uint32_t> deadlines_;
-  uint64_t armed_deadline_ = 0;
-
-  std::vector<std::vector<UpstreamStats>> upstream_stats_;  // [rule][upstream]
-  std::vector<uint32_t> round_robin_next_;                  // [rule]
-  SecureRandom random_;
-  // Data-path events reach the log at most once per 10 s each; the counters are exact.
-  struct {
-    LogRateLimit upstream_timeout, upstream_error, mismatched, malformed, refused, overload;
-  } log_limits_;
-  alignas(16) uint8_t receive_buffer_[dns::kMaxMessageSize];
-  uint8_t scratch_[dns::kMaxMessageSize];
-};
 
 // ---------------------------------------------------------------------------------------
 // Setup and teardown
@@ -230,16 +56,40 @@ DnsWorkerLoop::DnsWorkerLoop(unsigned index, ConfigSnapshot config, ProcessState
       counters_(counters),
       listen_sockets_(std::move(sockets)),
       max_inflight_here_(divide_round_up(config_->server.max_inflight, state->worker_count())),
-      max_tcp_clients_here_(divide_round_up(config_->server.max_tcp_clients, state->worker_count())) {
-  upstream_stats_.resize(config_->forward.size());
-  round_robin_next_.resize(config_->forward.size());
-  for (size_t i = 0; i < config_->forward.size(); ++i) {
-    upstream_stats_[i].resize(config_->forward[i].upstreams.size());
+      max_tcp_clients_here_(divide_round_up(config_->server.max_tcp_clients, state->worker_count())),
+      udp_(loop_.get(), on_udp_datagram, on_udp_batch_end, this) {
+  const auto& rules = config_->forward;
+  upstream_state_.resize(rules.size());
+  round_robin_next_.resize(rules.size());
+  max_outstanding_here_.resize(rules.size());
+  rule_attempt_list_.resize(rules.size());
+  for (size_t i = 0; i < rules.size(); ++i) {
+    upstream_state_[i].resize(rules[i].upstreams.size());
+    max_outstanding_here_[i] = std::max(1u, divide_round_up(rules[i].max_outstanding, state->worker_count()));
+    uint64_t timeout = static_cast<uint64_t>(rules[i].attempt_timeout.count());
+    uint32_t list = kNone;
+    for (uint32_t k = 0; k < attempt_deadlines_.size(); ++k) {
+      if (attempt_deadlines_[k].timeout_ms == timeout) list = k;
+    }
+    if (list == kNone) {
+      list = static_cast<uint32_t>(attempt_deadlines_.size());
+      attempt_deadlines_.push_back(DeadlineList{timeout, kNone, kNone});
+    }
+    rule_attempt_list_[i] = list;
   }
+  query_deadlines_.timeout_ms = static_cast<uint64_t>(config_->server.query_timeout.count());
+  // Every table is sized once for the most queries this worker may hold.
+  pending_.reserve(max_inflight_here_);
+  free_slots_.reserve(max_inflight_here_);
+  udp_waiting_.reset(max_inflight_here_);
+  in_flight_.reset(max_inflight_here_);
+  question_seed_ = (static_cast<uint64_t>(random_.next_u16()) << 48) |
+                   (static_cast<uint64_t>(random_.next_u16()) << 32) |
+                   (static_cast<uint64_t>(random_.next_u16()) << 16) | random_.next_u16();
 }
 
 DnsWorkerLoop::~DnsWorkerLoop() {
-  // Sockets not yet handed to libuv (start failed) are closed here.
+  // Sockets not yet handed over (start failed) are closed here.
   for (ListenSocket& socket : listen_sockets_) {
     if (socket.udp_fd >= 0) ::close(socket.udp_fd);
     if (socket.tcp_fd >= 0) ::close(socket.tcp_fd);
@@ -263,23 +113,16 @@ bool DnsWorkerLoop::prepare(std::string* error) {
   uv_unref(stop_async_.as_handle());
 
   for (ListenSocket& socket : listen_sockets_) {
-    auto udp = std::make_unique<UdpListener>();
-    udp->worker = this;
-    udp->index = static_cast<uint32_t>(udp_listeners_.size());
-    udp->address = socket.address;
-    rc = udp->udp.init(uv_udp_init, loop_.get());
-    if (rc == 0) rc = uv_udp_open(udp->udp.get(), socket.udp_fd);
-    if (rc != 0) {
-      *error = "cannot use UDP socket " + socket.address.to_string() + ": " + uv_strerror(rc);
+    int id = udp_.add_socket(socket.udp_fd);
+    socket.udp_fd = -1;  // owned by udp_ now, even on failure
+    if (id < 0) {
+      *error = "cannot use UDP socket " + socket.address.to_string() + ": " + uv_strerror(id);
       return false;
     }
-    socket.udp_fd = -1;  // libuv owns it now
-    udp->udp->data = udp.get();
-    udp_listeners_.push_back(std::move(udp));
+    listener_sockets_.push_back(static_cast<uint32_t>(id));
 
     auto tcp = std::make_unique<TcpListener>();
     tcp->worker = this;
-    tcp->address = socket.address;
     rc = tcp->tcp.init(uv_tcp_init, loop_.get());
     if (rc == 0) rc = uv_tcp_open(tcp->tcp.get(), socket.tcp_fd);
     if (rc != 0) {
@@ -298,49 +141,41 @@ bool DnsWorkerLoop::prepare(std::string* error) {
 
   bool need_v4 = false, need_v6 = false;
   for (const ForwardRule& rule : config_->forward) {
-    for (const SocketAddress& upstream : rule.upstreams) {
-      (upstream.is_ipv6() ? need_v6 : need_v4) = true;
+    for (const SocketAddress& upstream : rule.upstreams) (upstream.is_ipv6() ? need_v6 : need_v4) = true;
+  }
+  for (int family : {AF_INET, AF_INET6}) {
+    if (!(family == AF_INET ? need_v4 : need_v6)) continue;
+    for (size_t i = 0; i < kUpstreamSocketsPerFamily; ++i) {
+      int fd = open_upstream_socket(family);
+      int id = fd < 0 ? fd : udp_.add_socket(fd);
+      if (id < 0) {
+        *error = std::string("cannot open an upstream UDP socket: ") + uv_strerror(id);
+        return false;
+      }
+      (family == AF_INET ? upstream_sockets_v4_ : upstream_sockets_v6_).push_back(static_cast<uint32_t>(id));
     }
   }
-  if (need_v4 && !open_upstream_sockets(AF_INET, error)) return false;
-  if (need_v6 && !open_upstream_sockets(AF_INET6, error)) return false;
+  is_upstream_socket_.assign(listener_sockets_.size() + upstream_sockets_v4_.size() + upstream_sockets_v6_.size(), false);
+  for (uint32_t id : upstream_sockets_v4_) is_upstream_socket_[id] = true;
+  for (uint32_t id : upstream_sockets_v6_) is_upstream_socket_[id] = true;
+
+  upstream_tcp_ = std::make_unique<UpstreamTcpPool>(loop_.get(), UpstreamTcpPoolOptions{},
+                                                    on_upstream_tcp_result, this);
 
   rc = heartbeat_timer_.init(uv_timer_init, loop_.get());
   if (rc == 0) rc = deadline_timer_.init(uv_timer_init, loop_.get());
+  if (rc == 0) rc = flush_check_.init(uv_check_init, loop_.get());
   if (rc != 0) {
-    *error = std::string("uv_timer_init: ") + uv_strerror(rc);
+    *error = std::string("cannot create loop handles: ") + uv_strerror(rc);
     return false;
   }
   heartbeat_timer_->data = this;
   deadline_timer_->data = this;
-  return true;
-}
-
-bool DnsWorkerLoop::open_upstream_sockets(int family, std::string* error) {
-  for (size_t i = 0; i < kUpstreamSocketsPerFamily; ++i) {
-    auto socket = std::make_unique<UpstreamSocket>();
-    socket->worker = this;
-    socket->index = static_cast<uint32_t>(upstream_sockets_.size());
-    int rc = socket->udp.init(uv_udp_init_ex, loop_.get(), static_cast<unsigned>(family));
-    SocketAddress any = *SocketAddress::parse(family == AF_INET ? "0.0.0.0" : "::", 0);
-    // Port 0: the kernel draws a random ephemeral port for each socket of the pool.
-    if (rc == 0) rc = uv_udp_bind(socket->udp.get(), any.sockaddr_ptr(), 0);
-    if (rc == 0) rc = uv_udp_recv_start(socket->udp.get(), on_upstream_alloc, on_upstream_udp);
-    if (rc != 0) {
-      *error = std::string("cannot open upstream UDP socket: ") + uv_strerror(rc);
-      return false;
-    }
-    socket->udp->data = socket.get();
-    (family == AF_INET ? upstream_sockets_v4_ : upstream_sockets_v6_).push_back(socket->index);
-    upstream_sockets_.push_back(std::move(socket));
-  }
+  flush_check_->data = this;
   return true;
 }
 
 void DnsWorkerLoop::run() {
-  for (auto& listener : udp_listeners_) {
-    uv_udp_recv_start(listener->udp.get(), on_udp_alloc, on_udp_query);
-  }
   state_->worker_heartbeat(index_, monotonic_ms());
   uv_timer_start(
       heartbeat_timer_.get(),
@@ -349,6 +184,9 @@ void DnsWorkerLoop::run() {
         if (self != nullptr) self->state_->worker_heartbeat(self->index_, monotonic_ms());
       },
       kHeartbeatIntervalMs, kHeartbeatIntervalMs);
+  // Datagrams queued by timers and TCP callbacks leave once per loop iteration.
+  uv_check_start(flush_check_.get(), on_flush_check);
+  uv_unref(flush_check_.as_handle());
   loop_.run();
   close_everything();
   loop_.run();  // lets the close callbacks run
@@ -364,167 +202,96 @@ bool DnsWorkerLoop::finish() {
 void DnsWorkerLoop::close_everything() {
   // Queries still pending get SERVFAIL rather than silence: a stop never drops them.
   for (uint32_t slot = 0; slot < pending_.size(); ++slot) {
-    if (pending_[slot].in_use) finish_with_servfail(slot, dns::ExtendedError::other);
+    if (pending_[slot].in_use && pending_[slot].leader_slot == kNone) {
+      finish_with_servfail(slot, dns::ExtendedError::other);
+    }
   }
+  udp_.flush();
   tcp_clients_.clear();
-  udp_listeners_.clear();
   tcp_listeners_.clear();
-  upstream_sockets_.clear();
+  upstream_tcp_.reset();  // closes its connections and timers
+  udp_.close_all();
   heartbeat_timer_.close();
   deadline_timer_.close();
+  flush_check_.close();
+}
+
+void DnsWorkerLoop::on_flush_check(uv_check_t* check) {
+  auto* self = static_cast<DnsWorkerLoop*>(check->data);
+  if (self != nullptr) self->udp_.flush();
+}
+
+void DnsWorkerLoop::on_udp_batch_end(void*) {}
+
+void DnsWorkerLoop::on_udp_datagram(void* context, uint32_t socket_id, const sockaddr* from,
+                                    uint8_t* data, size_t length, bool truncated) {
+  auto* self = static_cast<DnsWorkerLoop*>(context);
+  if (socket_id < self->is_upstream_socket_.size() && self->is_upstream_socket_[socket_id]) {
+    if (truncated) {
+      self->counters_->upstream_mismatched.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    self->on_upstream_datagram(socket_id, from, data, length);
+    return;
+  }
+  self->counters_->queries_udp.fetch_add(1, std::memory_order_relaxed);
+  if (truncated) {
+    // Larger than any query we accept: not a query we can answer.
+    self->counters_->dropped_malformed.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  self->handle_query(ClientKind::udp, socket_id, SocketAddress::from_sockaddr(from), 0, data, length);
 }
 
 // ---------------------------------------------------------------------------------------
-// Client side
+// Queries
 
-void DnsWorkerLoop::on_udp_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
-  auto* listener = static_cast<UdpListener*>(handle->data);
-  if (listener == nullptr) {
-    *buf = uv_buf_init(nullptr, 0);
-    return;
+bool DnsWorkerLoop::client_allowed(const SocketAddress& client) const {
+  for (const Cidr& cidr : config_->server.allow) {
+    if (cidr.contains(client)) return true;
   }
-  // One datagram at a time, copied out before the next read: one buffer per worker suffices.
-  *buf = uv_buf_init(reinterpret_cast<char*>(listener->worker->receive_buffer_),
-                     sizeof listener->worker->receive_buffer_);
+  return false;
 }
 
-void DnsWorkerLoop::on_udp_query(uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf,
-                                 const sockaddr* addr, unsigned) {
-  auto* listener = static_cast<UdpListener*>(handle->data);
-  if (listener == nullptr || nread <= 0 || addr == nullptr) return;
-  DnsWorkerLoop* self = listener->worker;
-  self->counters_->queries_udp.fetch_add(1, std::memory_order_relaxed);
-  self->handle_query(ClientKind::udp, listener->index, SocketAddress::from_sockaddr(addr), 0,
-                     reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(nread));
+uint64_t DnsWorkerLoop::question_key(const uint8_t* lower_name, const dns::QueryInfo& info,
+                                     size_t rule, ClientKind kind) const {
+  // FNV-1a over everything that makes two queries the same upstream question, seeded per
+  // worker so clients cannot aim collisions at the table.
+  uint64_t hash = 0xcbf29ce484222325ULL ^ question_seed_;
+  auto mix = [&hash](uint64_t byte) {
+    hash ^= byte;
+    hash *= 0x100000001b3ULL;
+  };
+  for (size_t i = 0; i < info.qname_length; ++i) mix(lower_name[i]);
+  mix(info.qtype >> 8);
+  mix(info.qtype & 0xFF);
+  mix(info.qclass & 0xFF);
+  mix(rule & 0xFF);
+  mix((static_cast<uint64_t>(kind) << 4) | (info.has_edns ? 8u : 0u) | (info.edns_do ? 4u : 0u) |
+      (info.flags & dns::kFlagCd ? 2u : 0u) | (info.flags & dns::kFlagRd ? 1u : 0u));
+  return hash;
 }
 
-void DnsWorkerLoop::on_tcp_connection(uv_stream_t* server, int status) {
-  auto* listener = static_cast<TcpListener*>(server->data);
-  if (listener == nullptr || status < 0) return;
-  DnsWorkerLoop* self = listener->worker;
-  auto client = std::make_unique<TcpClient>();
-  client->worker = self;
-  client->id = self->next_tcp_client_id_++;
-  if (client->tcp.init(uv_tcp_init, self->loop_.get()) != 0) return;
-  client->tcp->data = client.get();
-  if (uv_accept(server, client->tcp.as<uv_stream_t>()) != 0) return;
-  sockaddr_storage peer{};
-  int peer_length = sizeof peer;
-  if (uv_tcp_getpeername(client->tcp.get(), reinterpret_cast<sockaddr*>(&peer), &peer_length) != 0) return;
-  client->peer = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&peer));
-  if (self->tcp_clients_.size() >= self->max_tcp_clients_here_) {
-    self->counters_->tcp_clients_rejected.fetch_add(1, std::memory_order_relaxed);
-    return;  // the client's destructor closes the accepted connection
+bool DnsWorkerLoop::same_question(const PendingQuery& a, const uint8_t* lower_name,
+                                  const dns::QueryInfo& info, size_t rule, ClientKind kind) const {
+  // A UDP answer may be truncated, so UDP and TCP clients never share one upstream query;
+  // EDNS, DO, CD and RD change the answer, so they must match too.
+  if (a.rule != rule || a.client_kind != kind || a.info.qtype != info.qtype ||
+      a.info.qclass != info.qclass || a.info.qname_length != info.qname_length ||
+      a.info.has_edns != info.has_edns || a.info.edns_do != info.edns_do ||
+      (a.info.flags & (dns::kFlagCd | dns::kFlagRd)) != (info.flags & (dns::kFlagCd | dns::kFlagRd))) {
+    return false;
   }
-  if (client->idle_timer.init(uv_timer_init, self->loop_.get()) != 0) return;
-  client->idle_timer->data = client.get();
-  uv_tcp_nodelay(client->tcp.get(), 1);
-  if (uv_read_start(client->tcp.as<uv_stream_t>(), on_tcp_client_alloc, on_tcp_client_read) != 0) {
-    return;
+  const uint8_t* name = a.upstream_query.data() + dns::kHeaderSize;
+  for (size_t i = 0; i < info.qname_length; ++i) {
+    uint8_t c = name[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<uint8_t>(c + 32);
+    if (c != lower_name[i]) return false;
   }
-  client->reading = true;
-  client->last_activity_ms = monotonic_ms();
-  uv_timer_start(client->idle_timer.get(), on_tcp_client_timer,
-                 static_cast<uint64_t>(self->config_->server.tcp_idle_timeout.count()), 0);
-  uint64_t id = client->id;
-  self->tcp_clients_.emplace(id, std::move(client));
+  return true;
 }
 
-bool DnsWorkerLoop::tcp_client_may_read(const TcpClient& client) {
-  return !client.close_when_idle && client.queries_in_flight < kMaxQueriesPerTcpClient &&
-         client.unsent_bytes < kMaxUnsentBytesPerTcpClient;
-}
-
-void DnsWorkerLoop::schedule_tcp_client_service(TcpClient& client) {
-  // Through the client's timer, so whoever calls this never finds its client destroyed
-  // under it (never destroy an owner inside its own callback frame).
-  uv_timer_start(client.idle_timer.get(), on_tcp_client_timer, 0, 0);
-}
-
-// The client's one timer: idle timeout, deferred close, and resuming a paused reader.
-void DnsWorkerLoop::on_tcp_client_timer(uv_timer_t* timer) {
-  auto* client = static_cast<TcpClient*>(timer->data);
-  if (client == nullptr) return;
-  DnsWorkerLoop* self = client->worker;
-  if (client->close_when_idle) {
-    // Otherwise release_slot or the last write callback schedules this again.
-    if (client->queries_in_flight == 0 && client->pending_writes == 0) self->close_tcp_client(client->id);
-    return;
-  }
-  self->process_tcp_frames(*client);
-  if (!client->reading && tcp_client_may_read(*client) &&
-      uv_read_start(client->tcp.as<uv_stream_t>(), on_tcp_client_alloc, on_tcp_client_read) == 0) {
-    client->reading = true;
-  }
-  uint64_t timeout = static_cast<uint64_t>(self->config_->server.tcp_idle_timeout.count());
-  uint64_t idle = monotonic_ms() - client->last_activity_ms;
-  if (client->queries_in_flight == 0 && client->pending_writes == 0 && idle >= timeout) {
-    self->close_tcp_client(client->id);  // last statement: the client is gone after this
-    return;
-  }
-  uv_timer_start(client->idle_timer.get(), on_tcp_client_timer, idle < timeout ? timeout - idle : timeout, 0);
-}
-
-void DnsWorkerLoop::on_tcp_client_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
-  auto* client = static_cast<TcpClient*>(handle->data);
-  // Reads are consumed before the next one, so the worker's one buffer serves every client.
-  *buf = client ? uv_buf_init(reinterpret_cast<char*>(client->worker->receive_buffer_),
-                              sizeof client->worker->receive_buffer_)
-                : uv_buf_init(nullptr, 0);
-}
-
-void DnsWorkerLoop::on_tcp_client_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
-  auto* client = static_cast<TcpClient*>(stream->data);
-  if (client == nullptr) return;
-  DnsWorkerLoop* self = client->worker;
-  if (nread == UV_EOF) {
-    // The client has sent all it will: answer what it asked (complete frames), then close.
-    uv_read_stop(stream);
-    client->reading = false;
-    self->process_tcp_frames(*client);
-    client->close_when_idle = true;
-    self->schedule_tcp_client_service(*client);
-    return;
-  }
-  if (nread < 0) {
-    self->close_tcp_client(client->id);  // reset: nothing can be delivered any more
-    return;
-  }
-  if (nread == 0) return;
-  client->received.insert(client->received.end(), reinterpret_cast<uint8_t*>(buf->base),
-                          reinterpret_cast<uint8_t*>(buf->base) + nread);
-  self->process_tcp_frames(*client);
-}
-
-void DnsWorkerLoop::process_tcp_frames(TcpClient& client) {
-  size_t consumed = 0;
-  while (client.received.size() - consumed >= kTcpLengthPrefix && !client.close_when_idle &&
-         client.queries_in_flight < kMaxQueriesPerTcpClient &&
-         client.unsent_bytes < kMaxUnsentBytesPerTcpClient) {
-    size_t length = dns::read_u16(client.received.data() + consumed);
-    if (client.received.size() - consumed - kTcpLengthPrefix < length) break;
-    counters_->queries_tcp.fetch_add(1, std::memory_order_relaxed);
-    // Copy out: handle_query may answer at once and must not see a buffer we then shift.
-    std::memcpy(scratch_, client.received.data() + consumed + kTcpLengthPrefix, length);
-    consumed += kTcpLengthPrefix + length;
-    client.last_activity_ms = monotonic_ms();
-    // handle_query never destroys a client (closing is always deferred), so `client` stays valid.
-    handle_query(ClientKind::tcp, 0, client.peer, client.id, scratch_, length);
-  }
-  client.received.erase(client.received.begin(),
-                        client.received.begin() + static_cast<std::ptrdiff_t>(consumed));
-  if (client.reading && !tcp_client_may_read(client)) {
-    uv_read_stop(client.tcp.as<uv_stream_t>());
-    client.reading = false;
-  }
-}
-
-void DnsWorkerLoop::close_tcp_client(uint64_t id) {
-  // Destroying the client closes its handles; libuv frees them in their close callbacks.
-  tcp_clients_.erase(id);
-}
-
-void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_listener, const SocketAddress& client,
+void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
                                  uint64_t tcp_client_id, const uint8_t* data, size_t length) {
   const Config& config = *config_;
   dns::QueryInfo info;
@@ -532,32 +299,23 @@ void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_listener, const S
   if (check == dns::QueryCheck::drop) {
     counters_->dropped_malformed.fetch_add(1, std::memory_order_relaxed);
     uint64_t suppressed = 0;
-    if (log_limits_.malformed.allow(monotonic_ms(), &suppressed)) {
+    if (log_limits_.malformed.allow(now(), &suppressed)) {
       LOG_INFO("msg=\"dropped a datagram that is not a DNS query\" client=%s bytes=%zu similar_suppressed=%llu",
                client.to_string().c_str(), length, static_cast<unsigned long long>(suppressed));
     }
     return;
   }
 
-  {
-    bool allowed = false;
-    for (const Cidr& cidr : config.server.allow) {
-      if (cidr.contains(client)) {
-        allowed = true;
-        break;
-      }
+  if (!client_allowed(client)) {
+    counters_->refused_acl.fetch_add(1, std::memory_order_relaxed);
+    uint64_t suppressed = 0;
+    if (log_limits_.refused.allow(now(), &suppressed)) {
+      LOG_INFO("msg=\"refused a client outside allow\" client=%s similar_suppressed=%llu",
+               client.ip_string().c_str(), static_cast<unsigned long long>(suppressed));
     }
-    if (!allowed) {
-      counters_->refused_acl.fetch_add(1, std::memory_order_relaxed);
-      uint64_t suppressed = 0;
-      if (log_limits_.refused.allow(monotonic_ms(), &suppressed)) {
-        LOG_INFO("msg=\"refused a client outside allow\" client=%s similar_suppressed=%llu",
-                 client.ip_string().c_str(), static_cast<unsigned long long>(suppressed));
-      }
-      reply_error(kind, udp_listener, client, tcp_client_id, data, info, dns::kRefused,
-                  dns::ExtendedError::prohibited);
-      return;
-    }
+    reply_error(kind, udp_socket, client, tcp_client_id, data, info, dns::kRefused,
+                dns::ExtendedError::prohibited);
+    return;
   }
 
   if (check != dns::QueryCheck::ok) {
@@ -566,8 +324,7 @@ void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_listener, const S
                     : check == dns::QueryCheck::badvers ? dns::kBadVers
                                                         : dns::kFormErr;
     if (check == dns::QueryCheck::formerr) info.question_end = 0;  // do not echo a bad question
-    reply_error(kind, udp_listener, client, tcp_client_id, data, info, rcode,
-                dns::ExtendedError::none);
+    reply_error(kind, udp_socket, client, tcp_client_id, data, info, rcode, dns::ExtendedError::none);
     return;
   }
 
@@ -576,7 +333,7 @@ void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_listener, const S
   size_t rule = router_.route(lower_name, info.qname_length);
   if (rule == ZoneRouter::kNoRule) {
     counters_->no_route.fetch_add(1, std::memory_order_relaxed);
-    reply_error(kind, udp_listener, client, tcp_client_id, data, info, dns::kRefused,
+    reply_error(kind, udp_socket, client, tcp_client_id, data, info, dns::kRefused,
                 dns::ExtendedError::prohibited);
     return;
   }
@@ -584,34 +341,69 @@ void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_listener, const S
   if (pending_count_ >= max_inflight_here_) {
     counters_->overload_servfail.fetch_add(1, std::memory_order_relaxed);
     uint64_t suppressed = 0;
-    if (log_limits_.overload.allow(monotonic_ms(), &suppressed)) {
+    if (log_limits_.overload.allow(now(), &suppressed)) {
       LOG_WARN("msg=\"max_inflight reached; answering SERVFAIL\" worker=%u limit_per_worker=%u similar_suppressed=%llu",
                index_, max_inflight_here_, static_cast<unsigned long long>(suppressed));
     }
-    reply_error(kind, udp_listener, client, tcp_client_id, data, info, dns::kServFail,
+    reply_error(kind, udp_socket, client, tcp_client_id, data, info, dns::kServFail,
                 dns::ExtendedError::other);
     return;
+  }
+
+  uint64_t key = question_key(lower_name, info, rule, kind);
+  uint32_t leader = in_flight_.find(key);
+  if (leader != FlatMap::kNotFound &&
+      (!pending_[leader].in_use || !same_question(pending_[leader], lower_name, info, rule, kind) ||
+       pending_[leader].follower_count >= kMaxFollowers)) {
+    leader = FlatMap::kNotFound;  // a hash collision or a full leader: go on alone
   }
 
   uint32_t slot = allocate_slot();
   PendingQuery& query = pending_[slot];
   query.client_kind = kind;
-  query.udp_listener = udp_listener;
+  query.udp_socket = udp_socket;
   query.client_address = client;
   query.tcp_client_id = tcp_client_id;
   query.info = info;
   query.query.assign(data, data + length);
   query.rule = rule;
-  query.tried_mask = 0;
-  query.query_deadline_ms = monotonic_ms() + static_cast<uint64_t>(config.server.query_timeout.count());
   if (kind == ClientKind::tcp) {
     auto it = tcp_clients_.find(tcp_client_id);
     if (it != tcp_clients_.end()) it->second->queries_in_flight++;
   }
+
+  if (leader != FlatMap::kNotFound) {
+    // The same question is already on its way upstream: wait for that answer.
+    counters_->coalesced.fetch_add(1, std::memory_order_relaxed);
+    PendingQuery& lead = pending_[leader];
+    query.leader_slot = leader;
+    query.next_follower = lead.next_follower;
+    lead.next_follower = slot;
+    lead.follower_count++;
+    return;
+  }
+
+  query.leader = true;
+  query.question_key = key;
+  query.upstream_query.resize(info.question_end + 32);
+  size_t upstream_length = dns::build_upstream_query(data, info, config.server.edns_udp_size,
+                                                     query.upstream_query.data(), query.upstream_query.size());
+  query.upstream_query.resize(upstream_length);
+  if (upstream_length == 0) {
+    finish_with_servfail(slot, dns::ExtendedError::other);
+    return;
+  }
+  if (!in_flight_.full()) {
+    in_flight_.insert(key, slot);
+  } else {
+    query.question_key = 0;
+    query.leader = false;  // not findable: no follower can join
+  }
+  link_deadline(slot, &PendingQuery::query_deadline, kNone, now());
   if (!start_attempt(slot)) finish_with_servfail(slot, dns::ExtendedError::no_reachable_authority);
 }
 
-void DnsWorkerLoop::reply_error(ClientKind kind, uint32_t udp_listener, const SocketAddress& client,
+void DnsWorkerLoop::reply_error(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
                                 uint64_t tcp_client_id, const uint8_t* query,
                                 const dns::QueryInfo& info, uint8_t rcode, dns::ExtendedError ede) {
   uint8_t answer[dns::kHeaderSize + dns::kMaxNameWireLength + 4 + 64];
@@ -619,136 +411,95 @@ void DnsWorkerLoop::reply_error(ClientKind kind, uint32_t udp_listener, const So
                                             answer, sizeof answer);
   if (length == 0) return;
   if (kind == ClientKind::udp) {
-    send_udp_to_client(udp_listener, client, answer, length);
+    udp_.send(udp_socket, client.sockaddr_ptr(), client.sockaddr_len(), answer, length);
   } else {
     send_tcp_to_client(tcp_client_id, answer, length);
   }
 }
 
-void DnsWorkerLoop::send_udp_to_client(uint32_t listener, const SocketAddress& client,
-                                       const uint8_t* data, size_t length) {
-  if (listener >= udp_listeners_.size()) return;
-  uv_udp_t* udp = udp_listeners_[listener]->udp.get();
-  uv_buf_t buf = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(data)),
-                             static_cast<unsigned>(length));
-  int rc = uv_udp_try_send(udp, &buf, 1, client.sockaddr_ptr());
-  if (rc != UV_EAGAIN) return;
-  // The socket buffer is full: queue a send that owns a copy of the bytes.
-  auto* send = new OwnedUdpSend;
-  send->bytes.assign(data, data + length);
-  buf = uv_buf_init(reinterpret_cast<char*>(send->bytes.data()), static_cast<unsigned>(length));
-  if (uv_udp_send(&send->request, udp, &buf, 1, client.sockaddr_ptr(),
-                  [](uv_udp_send_t* request, int) { delete reinterpret_cast<OwnedUdpSend*>(request); }) != 0) {
-    delete send;
-  }
-}
-
-void DnsWorkerLoop::send_tcp_to_client(uint64_t tcp_client_id, const uint8_t* data, size_t length) {
-  auto it = tcp_clients_.find(tcp_client_id);
-  if (it == tcp_clients_.end()) return;  // the client went away; nothing to answer
-  TcpClient& client = *it->second;
-  auto* write = new OwnedWrite;
-  write->bytes.resize(kTcpLengthPrefix + length);
-  dns::write_u16(write->bytes.data(), static_cast<uint16_t>(length));
-  std::memcpy(write->bytes.data() + kTcpLengthPrefix, data, length);
-  uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(write->bytes.data()),
-                             static_cast<unsigned>(write->bytes.size()));
-  int rc = uv_write(&write->request, client.tcp.as<uv_stream_t>(), &buf, 1,
-                    [](uv_write_t* request, int status) {
-                      auto* owned = reinterpret_cast<OwnedWrite*>(request);
-                      size_t written = owned->bytes.size();
-                      auto* c = static_cast<TcpClient*>(request->handle->data);
-                      delete owned;
-                      if (c == nullptr) return;  // the client was closed meanwhile
-                      c->pending_writes--;
-                      c->unsent_bytes -= written;
-                      c->last_activity_ms = monotonic_ms();
-                      if (status < 0) c->close_when_idle = true;
-                      bool owes_nothing = c->queries_in_flight == 0 && c->pending_writes == 0;
-                      if ((c->close_when_idle && owes_nothing) || (!c->close_when_idle && !c->reading)) {
-                        c->worker->schedule_tcp_client_service(*c);
-                      }
-                    });
-  if (rc != 0) {
-    delete write;
-    client.close_when_idle = true;
-    schedule_tcp_client_service(client);
+void DnsWorkerLoop::send_to_client(const PendingQuery& query, uint8_t* answer, size_t length) {
+  // The client's own ID and spelling of the name (0x20 randomisation by clients).
+  dns::set_message_id(answer, query.info.id);
+  std::memcpy(answer + query.info.qname_offset, query.query.data() + query.info.qname_offset,
+              query.info.qname_length);
+  if (query.client_kind == ClientKind::tcp) {
+    send_tcp_to_client(query.tcp_client_id, answer, length);
     return;
   }
-  client.pending_writes++;
-  client.unsent_bytes += kTcpLengthPrefix + length;
+  size_t limit = dns::client_udp_limit(query.info, config_->server.edns_udp_size);
+  if (length > limit) {
+    counters_->truncated.fetch_add(1, std::memory_order_relaxed);
+    length = dns::truncate_response(answer, length, query.info.question_end, query.info.has_edns,
+                                    query.info.edns_do, config_->server.edns_udp_size);
+  }
+  udp_.send(query.udp_socket, query.client_address.sockaddr_ptr(), query.client_address.sockaddr_len(),
+            answer, length);
 }
 
 // ---------------------------------------------------------------------------------------
-// Upstream side
+// Upstream attempts
 
 size_t DnsWorkerLoop::choose_upstream(PendingQuery& query) {
   const ForwardRule& rule = config_->forward[query.rule];
   size_t count = std::min(rule.upstreams.size(), kMaxUpstreamsPerRule);
-  auto untried = [&](size_t i) { return (query.tried_mask & (1u << i)) == 0; };
-  size_t chosen = count;
+  std::vector<UpstreamState>& states = upstream_state_[query.rule];
+  uint32_t limit = max_outstanding_here_[query.rule];
+  auto usable = [&](size_t i) {
+    return (query.tried_mask & (1u << i)) == 0 && states[i].outstanding < limit;
+  };
+  auto first_usable_from = [&](size_t start) {
+    for (size_t k = 0; k < count; ++k) {
+      if (usable((start + k) % count)) return (start + k) % count;
+    }
+    return count;
+  };
   switch (rule.policy) {
     case UpstreamPolicy::sequential:
-      for (size_t i = 0; i < count && chosen == count; ++i) {
-        if (untried(i)) chosen = i;
-      }
-      break;
-    case UpstreamPolicy::round_robin: {
-      size_t start = round_robin_next_[query.rule]++ % count;
-      for (size_t k = 0; k < count && chosen == count; ++k) {
-        if (untried((start + k) % count)) chosen = (start + k) % count;
-      }
-      break;
-    }
-    case UpstreamPolicy::random: {
-      size_t start = random_.uniform(static_cast<uint32_t>(count));
-      for (size_t k = 0; k < count && chosen == count; ++k) {
-        if (untried((start + k) % count)) chosen = (start + k) % count;
-      }
-      break;
-    }
+      return first_usable_from(0);
+    case UpstreamPolicy::round_robin:
+      return first_usable_from(round_robin_next_[query.rule]++ % count);
+    case UpstreamPolicy::random:
+      return first_usable_from(random_.uniform(static_cast<uint32_t>(count)));
     case UpstreamPolicy::fastest: {
-      // Lowest smoothed RTT; unmeasured upstreams first, and now and then (1 in 32) a random
-      // one so a recovered upstream gets measured again.
-      if (random_.uniform(32) == 0) {
-        size_t start = random_.uniform(static_cast<uint32_t>(count));
-        for (size_t k = 0; k < count && chosen == count; ++k) {
-          if (untried((start + k) % count)) chosen = (start + k) % count;
-        }
-        break;
-      }
-      double best = 0;
+      // Lowest smoothed RTT (unmeasured first); now and then (1 in 32) a random one, so a
+      // recovered or slower upstream gets measured again.
+      if (random_.uniform(32) == 0) return first_usable_from(random_.uniform(static_cast<uint32_t>(count)));
+      size_t chosen = count;
       for (size_t i = 0; i < count; ++i) {
-        if (!untried(i)) continue;
-        double rtt = upstream_stats_[query.rule][i].smoothed_rtt_ms;
-        if (chosen == count || rtt < best) {
-          chosen = i;
-          best = rtt;
-        }
+        if (!usable(i)) continue;
+        if (chosen == count || states[i].smoothed_rtt_ms < states[chosen].smoothed_rtt_ms) chosen = i;
       }
-      break;
+      return chosen;
     }
   }
-  return chosen;
+  return count;
 }
 
 bool DnsWorkerLoop::start_attempt(uint32_t slot) {
   PendingQuery& query = pending_[slot];
   const ForwardRule& rule = config_->forward[query.rule];
-  uint64_t now = monotonic_ms();
-  while (now < query.query_deadline_ms) {
+  uint64_t current = now();
+  while (current < query.query_deadline.deadline_ms) {
     size_t upstream = choose_upstream(query);
-    if (upstream >= rule.upstreams.size() || upstream >= kMaxUpstreamsPerRule) return false;
+    if (upstream >= rule.upstreams.size() || upstream >= kMaxUpstreamsPerRule) {
+      // Nothing left: every upstream tried, or the rest are at max_outstanding.
+      bool any_untried = false;
+      for (size_t i = 0; i < std::min(rule.upstreams.size(), kMaxUpstreamsPerRule); ++i) {
+        if ((query.tried_mask & (1u << i)) == 0) any_untried = true;
+      }
+      if (any_untried) counters_->upstream_overload.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
     query.tried_mask |= 1u << upstream;
     query.upstream = upstream;
-    query.attempt_started_ms = now;
-    bool sent = query.client_kind == ClientKind::tcp
-                    ? send_tcp_attempt(slot, rule.upstreams[upstream])
-                    : send_udp_attempt(slot, rule.upstreams[upstream]);
+    query.attempt_started_ms = current;
+    bool sent = query.client_kind == ClientKind::tcp ? send_tcp_attempt(slot, rule.upstreams[upstream])
+                                                     : send_udp_attempt(slot, rule.upstreams[upstream]);
     if (sent) {
+      query.attempt_active = true;
+      upstream_state_[query.rule][upstream].outstanding++;
       counters_->upstream_queries.fetch_add(1, std::memory_order_relaxed);
-      uint64_t attempt_deadline = now + static_cast<uint64_t>(rule.attempt_timeout.count());
-      set_deadline(slot, std::min(attempt_deadline, query.query_deadline_ms));
+      link_deadline(slot, &PendingQuery::attempt_deadline, rule_attempt_list_[query.rule], current);
       return true;
     }
     counters_->upstream_errors.fetch_add(1, std::memory_order_relaxed);
@@ -759,208 +510,72 @@ bool DnsWorkerLoop::start_attempt(uint32_t slot) {
 bool DnsWorkerLoop::send_udp_attempt(uint32_t slot, const SocketAddress& upstream) {
   PendingQuery& query = pending_[slot];
   const std::vector<uint32_t>& pool = upstream.is_ipv6() ? upstream_sockets_v6_ : upstream_sockets_v4_;
-  if (pool.empty()) return false;
-  uint32_t socket_index = 0;
+  if (pool.empty() || udp_waiting_.full()) return false;
+  uint32_t socket_id = 0;
   uint16_t id = 0;
-  // A fresh random ID on a randomly chosen socket; retry on the rare collision with a
+  // A fresh random ID on a randomly chosen socket; draw again on the rare collision with a
   // query still waiting on the same socket and ID.
   for (int tries = 0;; ++tries) {
-    socket_index = pool[random_.uniform(static_cast<uint32_t>(pool.size()))];
+    socket_id = pool[random_.uniform(static_cast<uint32_t>(pool.size()))];
     id = random_.next_u16();
-    if (udp_waiting_.find(udp_key(socket_index, id)) == udp_waiting_.end()) break;
+    if (udp_waiting_.find(udp_key(socket_id, id)) == FlatMap::kNotFound) break;
     if (tries > 16) return false;
   }
-  dns::set_message_id(query.query.data(), id);
-  uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(query.query.data()),
-                             static_cast<unsigned>(query.query.size()));
-  uv_udp_t* udp = upstream_sockets_[socket_index]->udp.get();
-  int rc = uv_udp_try_send(udp, &buf, 1, upstream.sockaddr_ptr());
-  if (rc == UV_EAGAIN) {
-    auto* send = new OwnedUdpSend;
-    send->bytes = query.query;
-    buf = uv_buf_init(reinterpret_cast<char*>(send->bytes.data()), static_cast<unsigned>(send->bytes.size()));
-    rc = uv_udp_send(&send->request, udp, &buf, 1, upstream.sockaddr_ptr(),
-                     [](uv_udp_send_t* request, int) { delete reinterpret_cast<OwnedUdpSend*>(request); });
-    if (rc != 0) delete send;
-  }
-  if (rc < 0) return false;
+  dns::set_message_id(query.upstream_query.data(), id);
+  udp_.send(socket_id, upstream.sockaddr_ptr(), upstream.sockaddr_len(), query.upstream_query.data(),
+            query.upstream_query.size());
   query.upstream_id = id;
-  query.upstream_socket = socket_index;
-  udp_waiting_.emplace(udp_key(socket_index, id), slot);
+  query.upstream_socket = socket_id;
+  udp_waiting_.insert(udp_key(socket_id, id), slot);
   return true;
 }
 
-void DnsWorkerLoop::on_upstream_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
-  auto* socket = static_cast<UpstreamSocket*>(handle->data);
-  if (socket == nullptr) {
-    *buf = uv_buf_init(nullptr, 0);
-    return;
-  }
-  *buf = uv_buf_init(reinterpret_cast<char*>(socket->worker->receive_buffer_),
-                     sizeof socket->worker->receive_buffer_);
-}
-
-void DnsWorkerLoop::on_upstream_udp(uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf,
-                                    const sockaddr* addr, unsigned) {
-  auto* socket = static_cast<UpstreamSocket*>(handle->data);
-  if (socket == nullptr || nread <= 0 || addr == nullptr) return;
-  DnsWorkerLoop* self = socket->worker;
-  auto* data = reinterpret_cast<uint8_t*>(buf->base);
-  size_t length = static_cast<size_t>(nread);
-  SocketAddress source = SocketAddress::from_sockaddr(addr);
-  auto it = length < dns::kHeaderSize
-                ? self->udp_waiting_.end()
-                : self->udp_waiting_.find(udp_key(socket->index, dns::message_id(data)));
+void DnsWorkerLoop::on_upstream_datagram(uint32_t socket_id, const sockaddr* from, uint8_t* data,
+                                         size_t length) {
+  uint32_t slot = length < dns::kHeaderSize ? FlatMap::kNotFound
+                                            : udp_waiting_.find(udp_key(socket_id, dns::message_id(data)));
   // Only the upstream we asked, on this socket, with our ID and our question, may answer
   // (anti-spoofing). Anything else is counted and dropped; the attempt keeps waiting.
   bool matches = false;
-  if (it != self->udp_waiting_.end()) {
-    PendingQuery& query = self->pending_[it->second];
-    const SocketAddress& expected = self->config_->forward[query.rule].upstreams[query.upstream];
-    matches = source == expected &&
+  if (slot != FlatMap::kNotFound) {
+    const PendingQuery& query = pending_[slot];
+    const SocketAddress& expected = config_->forward[query.rule].upstreams[query.upstream];
+    matches = SocketAddress::from_sockaddr(from) == expected &&
               dns::response_matches(data, length, query.upstream_id,
-                                    query.query.data() + query.info.qname_offset, query.info.qname_length,
-                                    query.info.qtype, query.info.qclass);
+                                    query.upstream_query.data() + dns::kHeaderSize,
+                                    query.info.qname_length, query.info.qtype, query.info.qclass);
   }
   if (!matches) {
-    self->counters_->upstream_mismatched.fetch_add(1, std::memory_order_relaxed);
+    counters_->upstream_mismatched.fetch_add(1, std::memory_order_relaxed);
     uint64_t suppressed = 0;
-    if (self->log_limits_.mismatched.allow(monotonic_ms(), &suppressed)) {
+    if (log_limits_.mismatched.allow(now(), &suppressed)) {
       LOG_WARN("msg=\"dropped an upstream answer that matches no query (wrong source, ID or question)\" source=%s bytes=%zu similar_suppressed=%llu",
-               source.to_string().c_str(), length, static_cast<unsigned long long>(suppressed));
+               SocketAddress::from_sockaddr(from).to_string().c_str(), length,
+               static_cast<unsigned long long>(suppressed));
     }
     return;
   }
-  self->upstream_answered(it->second, data, length);
-}
-
-bool DnsWorkerLoop::send_tcp_attempt(uint32_t slot, const SocketAddress& upstream) {
-  PendingQuery& query = pending_[slot];
-  auto exchange = std::make_unique<UpstreamTcpExchange>();
-  exchange->worker = this;
-  exchange->slot = slot;
-  exchange->generation = query.generation;
-  if (exchange->tcp.init(uv_tcp_init, loop_.get()) != 0) return false;
-  exchange->tcp->data = exchange.get();
-  query.upstream_id = random_.next_u16();
-  dns::set_message_id(query.query.data(), query.upstream_id);
-  // The connect request outlives the exchange if the exchange is closed first: it is
-  // freed in its own callback, which finds the exchange through handle->data (or not).
-  auto* connect = new uv_connect_t;
-  int rc = uv_tcp_connect(connect, exchange->tcp.get(), upstream.sockaddr_ptr(), on_upstream_tcp_connected);
-  if (rc != 0) {
-    delete connect;
-    return false;
-  }
-  query.upstream_socket = -1;
-  query.tcp_exchange = std::move(exchange);
-  return true;
-}
-
-void DnsWorkerLoop::on_upstream_tcp_connected(uv_connect_t* request, int status) {
-  auto* exchange = static_cast<UpstreamTcpExchange*>(request->handle->data);
-  delete request;
-  if (exchange == nullptr) return;  // the attempt was abandoned meanwhile
-  DnsWorkerLoop* self = exchange->worker;
-  uint32_t slot = exchange->slot;
-  if (status < 0) {
-    self->counters_->upstream_errors.fetch_add(1, std::memory_order_relaxed);
-    self->note_upstream_failure(self->pending_[slot], uv_err_name(status));
-    self->end_attempt(self->pending_[slot]);
-    if (!self->start_attempt(slot)) self->finish_with_servfail(slot, dns::ExtendedError::network_error);
-    return;
-  }
-  PendingQuery& query = self->pending_[slot];
-  auto* write = new OwnedWrite;
-  write->bytes.resize(kTcpLengthPrefix + query.query.size());
-  dns::write_u16(write->bytes.data(), static_cast<uint16_t>(query.query.size()));
-  std::memcpy(write->bytes.data() + kTcpLengthPrefix, query.query.data(), query.query.size());
-  uv_buf_t buf = uv_buf_init(reinterpret_cast<char*>(write->bytes.data()),
-                             static_cast<unsigned>(write->bytes.size()));
-  int rc = uv_write(&write->request, exchange->tcp.as<uv_stream_t>(), &buf, 1,
-                    [](uv_write_t* req, int) { delete reinterpret_cast<OwnedWrite*>(req); });
-  if (rc != 0) delete write;
-  if (rc == 0) {
-    rc = uv_read_start(
-        exchange->tcp.as<uv_stream_t>(),
-        [](uv_handle_t* handle, size_t, uv_buf_t* buf_out) {
-          auto* ex = static_cast<UpstreamTcpExchange*>(handle->data);
-          *buf_out = ex ? uv_buf_init(reinterpret_cast<char*>(ex->worker->receive_buffer_),
-                                      sizeof ex->worker->receive_buffer_)
-                        : uv_buf_init(nullptr, 0);
-        },
-        on_upstream_tcp_read);
-  }
-  if (rc != 0) {
-    self->counters_->upstream_errors.fetch_add(1, std::memory_order_relaxed);
-    self->note_upstream_failure(self->pending_[slot], uv_err_name(rc));
-    self->end_attempt(query);
-    if (!self->start_attempt(slot)) self->finish_with_servfail(slot, dns::ExtendedError::network_error);
-  }
-}
-
-void DnsWorkerLoop::on_upstream_tcp_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
-  auto* exchange = static_cast<UpstreamTcpExchange*>(stream->data);
-  if (exchange == nullptr) return;
-  DnsWorkerLoop* self = exchange->worker;
-  uint32_t slot = exchange->slot;
-  PendingQuery& query = self->pending_[slot];
-  if (nread < 0) {
-    self->counters_->upstream_errors.fetch_add(1, std::memory_order_relaxed);
-    self->note_upstream_failure(self->pending_[slot], uv_err_name(static_cast<int>(nread)));
-    self->end_attempt(query);
-    if (!self->start_attempt(slot)) self->finish_with_servfail(slot, dns::ExtendedError::network_error);
-    return;
-  }
-  exchange->received.insert(exchange->received.end(), reinterpret_cast<uint8_t*>(buf->base),
-                            reinterpret_cast<uint8_t*>(buf->base) + nread);
-  if (exchange->received.size() < kTcpLengthPrefix) return;
-  size_t length = dns::read_u16(exchange->received.data());
-  if (exchange->received.size() < kTcpLengthPrefix + length) return;
-  uint8_t* answer = exchange->received.data() + kTcpLengthPrefix;
-  if (!dns::response_matches(answer, length, query.upstream_id, query.query.data() + query.info.qname_offset,
-                             query.info.qname_length, query.info.qtype, query.info.qclass)) {
-    self->counters_->upstream_mismatched.fetch_add(1, std::memory_order_relaxed);
-    self->end_attempt(query);
-    if (!self->start_attempt(slot)) self->finish_with_servfail(slot, dns::ExtendedError::network_error);
-    return;
-  }
-  // upstream_answered ends the attempt, which destroys this exchange: copy the answer out.
-  std::memcpy(self->scratch_, answer, length);
-  self->upstream_answered(slot, self->scratch_, length);
+  upstream_answered(slot, data, length);
 }
 
 void DnsWorkerLoop::upstream_answered(uint32_t slot, uint8_t* data, size_t length) {
   PendingQuery& query = pending_[slot];
-  uint64_t rtt = monotonic_ms() - query.attempt_started_ms;
-  double& srtt = upstream_stats_[query.rule][query.upstream].smoothed_rtt_ms;
-  srtt = srtt == 0 ? static_cast<double>(rtt) + 0.1 : srtt * 0.7 + static_cast<double>(rtt) * 0.3;
+  double rtt = static_cast<double>(now() - query.attempt_started_ms) + 0.1;
+  double& srtt = upstream_state_[query.rule][query.upstream].smoothed_rtt_ms;
+  srtt = srtt == 0 ? rtt : srtt * 0.7 + rtt * 0.3;
   counters_->answers.fetch_add(1, std::memory_order_relaxed);
 
-  dns::set_message_id(data, query.info.id);
-  // Give back the client's own spelling of the name (0x20 randomisation by clients).
-  std::memcpy(data + query.info.qname_offset, query.query.data() + query.info.qname_offset,
-              query.info.qname_length);
-  if (query.client_kind == ClientKind::udp) {
-    size_t limit = dns::client_udp_limit(query.info, config_->server.edns_udp_size);
-    if (length > limit) {
-      counters_->truncated.fetch_add(1, std::memory_order_relaxed);
-      length = dns::truncate_response(data, length, query.info.question_end, query.info.has_edns,
-                                      query.info.edns_do, config_->server.edns_udp_size);
-    }
-    send_udp_to_client(query.udp_listener, query.client_address, data, length);
-  } else {
-    send_tcp_to_client(query.tcp_client_id, data, length);
+  // Followers first: send_to_client rewrites ID, name and size in place, so each gets a
+  // copy of the upstream's answer.
+  for (uint32_t follower = query.next_follower; follower != kNone;) {
+    uint32_t next = pending_[follower].next_follower;
+    std::memcpy(answer_copy_, data, length);
+    send_to_client(pending_[follower], answer_copy_, length);
+    release_slot(follower);
+    follower = next;
   }
-  release_slot(slot);
-}
-
-void DnsWorkerLoop::finish_with_servfail(uint32_t slot, dns::ExtendedError ede) {
-  PendingQuery& query = pending_[slot];
-  counters_->servfail_sent.fetch_add(1, std::memory_order_relaxed);
-  dns::set_message_id(query.query.data(), query.info.id);
-  reply_error(query.client_kind, query.udp_listener, query.client_address, query.tcp_client_id,
-              query.query.data(), query.info, dns::kServFail, ede);
+  pending_[slot].next_follower = kNone;
+  send_to_client(pending_[slot], data, length);
   release_slot(slot);
 }
 
@@ -969,25 +584,55 @@ void DnsWorkerLoop::note_upstream_failure(const PendingQuery& query, const char*
   uint64_t suppressed = 0;
   LogRateLimit& limit = std::strcmp(what, "timeout") == 0 ? log_limits_.upstream_timeout
                                                           : log_limits_.upstream_error;
-  if (limit.allow(monotonic_ms(), &suppressed)) {
+  if (limit.allow(now(), &suppressed)) {
     LOG_WARN("msg=\"upstream attempt failed\" reason=%s upstream=%s zone=%s worker=%u similar_suppressed=%llu",
              what, rule.upstreams[query.upstream].to_string().c_str(), rule.zone.c_str(), index_,
              static_cast<unsigned long long>(suppressed));
   }
   // A timeout or an error pushes the upstream's smoothed RTT up to at least the attempt
   // timeout, so `fastest` stops choosing a dead upstream first; answers bring it down again.
-  double& srtt = upstream_stats_[query.rule][query.upstream].smoothed_rtt_ms;
-  double floor = static_cast<double>(config_->forward[query.rule].attempt_timeout.count());
+  double& srtt = upstream_state_[query.rule][query.upstream].smoothed_rtt_ms;
+  double floor = static_cast<double>(rule.attempt_timeout.count());
   srtt = std::min(std::max(srtt * 2, floor), 60000.0);
 }
 
+void DnsWorkerLoop::attempt_failed(uint32_t slot, const char* reason, dns::ExtendedError ede) {
+  note_upstream_failure(pending_[slot], reason);
+  end_attempt(pending_[slot]);
+  if (!start_attempt(slot)) finish_with_servfail(slot, ede);
+}
+
+void DnsWorkerLoop::finish_with_servfail(uint32_t slot, dns::ExtendedError ede) {
+  for (uint32_t follower = pending_[slot].next_follower; follower != kNone;) {
+    uint32_t next = pending_[follower].next_follower;
+    PendingQuery& waiting = pending_[follower];
+    counters_->servfail_sent.fetch_add(1, std::memory_order_relaxed);
+    reply_error(waiting.client_kind, waiting.udp_socket, waiting.client_address, waiting.tcp_client_id,
+                waiting.query.data(), waiting.info, dns::kServFail, ede);
+    release_slot(follower);
+    follower = next;
+  }
+  PendingQuery& query = pending_[slot];
+  query.next_follower = kNone;
+  counters_->servfail_sent.fetch_add(1, std::memory_order_relaxed);
+  reply_error(query.client_kind, query.udp_socket, query.client_address, query.tcp_client_id,
+              query.query.data(), query.info, dns::kServFail, ede);
+  release_slot(slot);
+}
+
 void DnsWorkerLoop::end_attempt(PendingQuery& query) {
+  if (!query.attempt_active) return;
+  query.attempt_active = false;
+  UpstreamState& state = upstream_state_[query.rule][query.upstream];
+  if (state.outstanding > 0) state.outstanding--;
+  uint32_t slot = static_cast<uint32_t>(&query - pending_.data());
+  unlink_deadline(slot, &PendingQuery::attempt_deadline);
   if (query.upstream_socket >= 0) {
     udp_waiting_.erase(udp_key(static_cast<uint32_t>(query.upstream_socket), query.upstream_id));
     query.upstream_socket = -1;
+  } else {
+    cancel_tcp_attempt(slot);
   }
-  // Closing the exchange: its handle's data is cleared first, so a late callback is ignored.
-  query.tcp_exchange.reset();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1005,8 +650,16 @@ uint32_t DnsWorkerLoop::allocate_slot() {
   PendingQuery& query = pending_[slot];
   query.in_use = true;
   query.generation = next_generation_++;
+  query.leader = false;
+  query.question_key = 0;
+  query.leader_slot = kNone;
+  query.next_follower = kNone;
+  query.follower_count = 0;
+  query.tried_mask = 0;
+  query.attempt_active = false;
   query.upstream_socket = -1;
-  query.deadline = deadlines_.end();
+  query.query_deadline = DeadlineLink{};
+  query.attempt_deadline = DeadlineLink{};
   ++pending_count_;
   return slot;
 }
@@ -1015,62 +668,96 @@ void DnsWorkerLoop::release_slot(uint32_t slot) {
   PendingQuery& query = pending_[slot];
   if (!query.in_use) return;
   end_attempt(query);
-  if (query.deadline != deadlines_.end()) {
-    deadlines_.erase(query.deadline);
-    query.deadline = deadlines_.end();
-  }
-  if (query.client_kind == ClientKind::tcp) {
-    auto it = tcp_clients_.find(query.tcp_client_id);
-    if (it != tcp_clients_.end() && it->second->queries_in_flight > 0) {
-      TcpClient& client = *it->second;
-      client.queries_in_flight--;
-      bool owes_nothing = client.queries_in_flight == 0 && client.pending_writes == 0;
-      if ((client.close_when_idle && owes_nothing) || (!client.close_when_idle && !client.reading)) {
-        schedule_tcp_client_service(client);
-      }
-    }
-  }
+  unlink_deadline(slot, &PendingQuery::query_deadline);
+  if (query.leader && in_flight_.find(query.question_key) == slot) in_flight_.erase(query.question_key);
+  query.leader = false;
   query.in_use = false;
   free_slots_.push_back(slot);
   --pending_count_;
+  if (query.client_kind == ClientKind::tcp) tcp_query_finished(query.tcp_client_id);
 }
 
-void DnsWorkerLoop::set_deadline(uint32_t slot, uint64_t deadline_ms) {
-  PendingQuery& query = pending_[slot];
-  if (query.deadline != deadlines_.end()) deadlines_.erase(query.deadline);
-  query.deadline = deadlines_.emplace(deadline_ms, slot);
+DnsWorkerLoop::DeadlineList& DnsWorkerLoop::list_of(const DeadlineLink& link) {
+  return link.list == kNone ? query_deadlines_ : attempt_deadlines_[link.list];
+}
+
+void DnsWorkerLoop::link_deadline(uint32_t slot, DeadlineLink PendingQuery::*member, uint32_t list,
+                                  uint64_t current) {
+  unlink_deadline(slot, member);
+  DeadlineLink& link = pending_[slot].*member;
+  DeadlineList& target = list == kNone ? query_deadlines_ : attempt_deadlines_[list];
+  link.list = list;
+  link.deadline_ms = current + target.timeout_ms;
+  link.prev = target.tail;
+  link.next = kNone;
+  if (target.tail != kNone) {
+    (pending_[target.tail].*member).next = slot;
+  } else {
+    target.head = slot;
+  }
+  target.tail = slot;
   arm_deadline_timer();
+}
+
+void DnsWorkerLoop::unlink_deadline(uint32_t slot, DeadlineLink PendingQuery::*member) {
+  DeadlineLink& link = pending_[slot].*member;
+  if (link.deadline_ms == 0) return;  // not linked (loop time is never 0)
+  DeadlineList& list = list_of(link);
+  if (link.prev != kNone) {
+    (pending_[link.prev].*member).next = link.next;
+  } else {
+    list.head = link.next;
+  }
+  if (link.next != kNone) {
+    (pending_[link.next].*member).prev = link.prev;
+  } else {
+    list.tail = link.prev;
+  }
+  link = DeadlineLink{};
 }
 
 void DnsWorkerLoop::arm_deadline_timer() {
   if (!deadline_timer_.initialized()) return;
-  if (deadlines_.empty()) {
-    uv_timer_stop(deadline_timer_.get());
+  uint64_t earliest = 0;
+  auto consider = [&](const DeadlineList& list, DeadlineLink PendingQuery::*member) {
+    if (list.head == kNone) return;
+    uint64_t deadline = (pending_[list.head].*member).deadline_ms;
+    if (earliest == 0 || deadline < earliest) earliest = deadline;
+  };
+  consider(query_deadlines_, &PendingQuery::query_deadline);
+  for (const DeadlineList& list : attempt_deadlines_) consider(list, &PendingQuery::attempt_deadline);
+  if (earliest == 0) {
+    if (armed_deadline_ != 0) uv_timer_stop(deadline_timer_.get());
     armed_deadline_ = 0;
     return;
   }
-  uint64_t earliest = deadlines_.begin()->first;
-  if (armed_deadline_ == earliest && uv_is_active(deadline_timer_.as_handle())) return;
-  uint64_t now = monotonic_ms();
+  if (armed_deadline_ == earliest) return;
   armed_deadline_ = earliest;
-  uv_timer_start(deadline_timer_.get(), on_deadline_timer, earliest > now ? earliest - now : 0, 0);
+  uint64_t current = now();
+  uv_timer_start(deadline_timer_.get(), on_deadline_timer, earliest > current ? earliest - current : 0, 0);
 }
 
 void DnsWorkerLoop::on_deadline_timer(uv_timer_t* timer) {
   auto* self = static_cast<DnsWorkerLoop*>(timer->data);
   if (self == nullptr) return;
   self->armed_deadline_ = 0;
-  uint64_t now = monotonic_ms();
-  while (!self->deadlines_.empty() && self->deadlines_.begin()->first <= now) {
-    uint32_t slot = self->deadlines_.begin()->second;
-    self->deadlines_.erase(self->deadlines_.begin());
-    PendingQuery& query = self->pending_[slot];
-    query.deadline = self->deadlines_.end();
-    self->counters_->upstream_timeouts.fetch_add(1, std::memory_order_relaxed);
-    self->note_upstream_failure(query, "timeout");
-    self->end_attempt(query);
-    if (now >= query.query_deadline_ms || !self->start_attempt(slot)) {
-      self->finish_with_servfail(slot, dns::ExtendedError::no_reachable_authority);
+  uint64_t current = self->now();
+  // The client's budget first: a query past query_timeout is answered SERVFAIL now.
+  while (self->query_deadlines_.head != kNone &&
+         self->pending_[self->query_deadlines_.head].query_deadline.deadline_ms <= current) {
+    uint32_t slot = self->query_deadlines_.head;
+    if (self->pending_[slot].attempt_active) {
+      self->counters_->upstream_timeouts.fetch_add(1, std::memory_order_relaxed);
+      self->note_upstream_failure(self->pending_[slot], "timeout");
+    }
+    self->finish_with_servfail(slot, dns::ExtendedError::no_reachable_authority);
+  }
+  // Then attempts past attempt_timeout: the next upstream gets the query.
+  for (DeadlineList& list : self->attempt_deadlines_) {
+    while (list.head != kNone && self->pending_[list.head].attempt_deadline.deadline_ms <= current) {
+      uint32_t slot = list.head;
+      self->counters_->upstream_timeouts.fetch_add(1, std::memory_order_relaxed);
+      self->attempt_failed(slot, "timeout", dns::ExtendedError::no_reachable_authority);
     }
   }
   self->arm_deadline_timer();

@@ -174,6 +174,27 @@ size_t build_error_response(const uint8_t* query, const QueryInfo& info, uint8_t
   return pos;
 }
 
+size_t build_upstream_query(const uint8_t* query, const QueryInfo& info, uint16_t our_udp_size,
+                            uint8_t* out, size_t out_capacity) {
+  size_t question_end = info.question_end;
+  if (question_end < kHeaderSize || question_end > out_capacity) return 0;
+  std::memcpy(out, query, question_end);
+  write_u16(out + 2, static_cast<uint16_t>(info.flags & (kFlagRd | kFlagCd | kFlagAd)));
+  write_u16(out + 4, 1);
+  write_u16(out + 6, 0);
+  write_u16(out + 8, 0);
+  write_u16(out + 10, 0);
+  size_t pos = question_end;
+  if (info.has_edns) {
+    size_t opt = write_opt_record(out + pos, out_capacity - pos, our_udp_size, info.edns_do,
+                                  ExtendedError::none);
+    if (opt == 0) return 0;
+    pos += opt;
+    write_u16(out + 10, 1);
+  }
+  return pos;
+}
+
 size_t truncate_response(uint8_t* msg, size_t length, size_t question_end, bool client_edns,
                          bool client_do, uint16_t our_udp_size) {
   if (length < kHeaderSize) return length;

@@ -103,6 +103,15 @@ size_t build_error_response(const uint8_t* query, const QueryInfo& info, uint8_t
                             ExtendedError ede, uint16_t our_udp_size, uint8_t* out,
                             size_t out_capacity);
 
+// Builds the query hubdns sends upstream for a client's query: the client's header (ID,
+// opcode, RD, CD, AD), its question, and, when the client sent EDNS, a fresh OPT record
+// with our UDP size and the client's DO bit and no options: options hubdns does not
+// understand are not forwarded blindly, and every client asking the same question sends
+// the same bytes upstream (which is what lets identical questions share one upstream
+// query). Other records of the client's query are dropped. Returns the length or 0.
+size_t build_upstream_query(const uint8_t* query, const QueryInfo& info, uint16_t our_udp_size,
+                            uint8_t* out, size_t out_capacity);
+
 // Cuts an answer that is larger than a UDP client can take down to header + question
 // with TC set (the client retries over TCP). When the client used EDNS, an OPT record with
 // our_udp_size and the client's DO bit is appended (RFC 3225: DO is echoed). Returns the new

@@ -1,5 +1,7 @@
 // Counters of the DNS data path, shared by every worker (relaxed atomics: each increment is
 // one uncontended-ish add, no lock) and read by the control loop for /metrics and /status.
+// Each field is exposed by register_forwarder_metrics() (forwarder_metrics.cpp), which
+// refuses to compile when a field is added here without a metric family there.
 #pragma once
 
 #include <atomic>
@@ -24,6 +26,8 @@ struct ForwarderCounters {
   Counter servfail_sent{0};       // SERVFAIL because the budget was spent / nothing usable
   Counter overload_servfail{0};   // SERVFAIL because max_inflight was reached
   Counter tcp_clients_rejected{0};
+  Counter coalesced{0};           // queries that joined an identical one already upstream
+  Counter upstream_overload{0};   // attempts not sent: every untried upstream at max_outstanding
 };
 
 }  // namespace hubdns

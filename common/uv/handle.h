@@ -77,6 +77,7 @@ class EventLoop {
   EventLoop& operator=(const EventLoop&) = delete;
 
   uv_loop_t* get() { return &loop_; }
+  const uv_loop_t* get_const() const { return &loop_; }
   int run(uv_run_mode mode = UV_RUN_DEFAULT) { return uv_run(&loop_, mode); }
   void stop() { uv_stop(&loop_); }
   // Runs pending close callbacks and closes the loop; returns uv_loop_close()'s result.

@@ -127,6 +127,10 @@ class FakeUpstream:
         self.ttl = ttl
         self.big_answer = big_answer
         self.queries = []  # (transport, name, qtype)
+        self.raw_queries = []  # the bytes of each query, as received
+        self.udp_peers = []  # source (address, port) of each UDP query
+        self.tcp_connections = 0  # TCP connections accepted
+        self.delays = {}  # lower-case name ("a.example.com.") -> seconds, over `delay`
         self.lock = threading.Lock()
         self.port = port or free_port(host)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -168,6 +172,7 @@ class FakeUpstream:
         qid, flags, qname, qtype, qclass, qend = parsed
         with self.lock:
             self.queries.append((transport, wire_to_name(qname).lower(), qtype))
+            self.raw_queries.append(bytes(query))
         mode = self.mode
         if mode == "drop":
             return None
@@ -206,12 +211,23 @@ class FakeUpstream:
                 return
             threading.Thread(target=self._answer_udp, args=(data, peer), daemon=True).start()
 
+    def delay_for(self, query):
+        parsed = parse_question(query)
+        if parsed is not None:
+            name = wire_to_name(parsed[2]).lower()
+            if name in self.delays:
+                return self.delays[name]
+        return self.delay
+
     def _answer_udp(self, data, peer):
+        with self.lock:
+            self.udp_peers.append(peer)
         answer = self.answer_for(data, "udp")
         if answer is None:
             return
-        if self.delay:
-            time.sleep(self.delay)
+        delay = self.delay_for(data)
+        if delay:
+            time.sleep(delay)
         try:
             self.udp.sendto(answer, peer)
         except OSError:
@@ -223,9 +239,21 @@ class FakeUpstream:
                 conn, _ = self.tcp.accept()
             except OSError:
                 return
+            with self.lock:
+                self.tcp_connections += 1
             threading.Thread(target=self._handle_tcp, args=(conn,), daemon=True).start()
 
+    def _send_tcp_answer(self, conn, write_lock, answer, delay):
+        if delay:
+            time.sleep(delay)
+        with write_lock:
+            try:
+                conn.sendall(struct.pack("!H", len(answer)) + answer)
+            except OSError:
+                pass
+
     def _handle_tcp(self, conn):
+        write_lock = threading.Lock()
         with conn:
             buf = b""
             while True:
@@ -244,12 +272,11 @@ class FakeUpstream:
                     answer = self.answer_for(query, "tcp")
                     if answer is None:
                         continue
-                    if self.delay:
-                        time.sleep(self.delay)
-                    try:
-                        conn.sendall(struct.pack("!H", len(answer)) + answer)
-                    except OSError:
-                        return
+                    # Each answer on its own thread, after its own delay: answers to
+                    # pipelined queries leave in whatever order their delays give.
+                    threading.Thread(target=self._send_tcp_answer,
+                                     args=(conn, write_lock, answer, self.delay_for(query)),
+                                     daemon=True).start()
 
 
 # --------------------------------------------------------------------------------------
@@ -305,6 +332,8 @@ class Hubdns:
                 raise RuntimeError("hubdns did not stop on " + str(sig) + ": " + self.log())
         self.stderr_file.close()
         code = self.process.returncode
+        if "did not close cleanly" in self.log():
+            code = code or 99  # a leaked libuv handle at shutdown is a failure too
         if code != 0:
             # Keep the evidence (a sanitizer report, say) in the test's output.
             print(f"hubdns exited with {code}; its log:\n{self.log()}", file=sys.stderr)
@@ -361,6 +390,17 @@ def kdig(port, name, qtype="A", extra=(), server="127.0.0.1"):
     result = run(["kdig", f"@{server}", "-p", str(port), name, qtype, "+retry=0", "+time=8",
                   *extra])
     return response_status(result.stdout), result.stdout
+
+
+def metric(port, name_and_labels):
+    """The value of one sample of the real /metrics endpoint (curl), or None."""
+    code, _, body = curl(port, "/metrics")
+    if code != 200:
+        return None
+    for line in body.splitlines():
+        if line.startswith(name_and_labels + " "):
+            return float(line.split()[-1])
+    return None
 
 
 def curl(port, path, method="GET", extra=(), host="127.0.0.1"):

@@ -3,7 +3,7 @@
 
 import unittest
 
-from harness import FakeUpstream, Hubdns, config_with, curl
+from harness import FakeUpstream, Hubdns, config_with, curl, dig, metric
 
 
 class HealthEndpointTest(unittest.TestCase):
@@ -39,6 +39,16 @@ upstreams = ["{cls.upstream.endpoint}"]
         self.assertIn("Content-Length: 3", head)
         self.assertEqual(code, 200, head)
         self.assertEqual(body, "")
+
+    def test_metrics_in_prometheus_format(self):
+        before = metric(self.hubdns.health_port, 'hubdns_dns_queries_total{proto="udp"}')
+        self.assertIsNotNone(before)
+        dig(self.hubdns.dns_port, "metrics.example.com")
+        after = metric(self.hubdns.health_port, 'hubdns_dns_queries_total{proto="udp"}')
+        self.assertEqual(after, before + 1)
+        code, head, body = curl(self.hubdns.health_port, "/metrics")
+        self.assertIn("text/plain; version=0.0.4", head)
+        self.assertIn("# TYPE hubdns_upstream_queries_total counter", body)
 
     def test_unknown_path_and_wrong_method(self):
         code, _, _ = curl(self.hubdns.health_port, "/nope")

@@ -189,3 +189,31 @@ TEST_CASE("truncation keeps header and question, sets TC") {
   CHECK(read_u16(answer.data() + 10) == 1);
   CHECK((read_u16(answer.data() + info.question_end + 7) & 0x8000) != 0);  // DO echoed
 }
+
+TEST_CASE("the upstream query keeps header bits and question, and rebuilds OPT without options") {
+  auto q = make_query("Www.Example.com", 28, 0x4321, 4096, true);
+  // Add an EDNS option (cookie-like, code 10, 8 bytes) to the client's OPT.
+  uint8_t option[12] = {0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8};
+  q.insert(q.end(), option, option + sizeof option);
+  write_u16(q.data() + q.size() - sizeof option - 2, sizeof option);  // OPT RDLENGTH
+  q[3] |= 0x10;  // CD
+  QueryInfo info;
+  REQUIRE(parse_query(q.data(), q.size(), &info) == QueryCheck::ok);
+  uint8_t out[512];
+  size_t n = build_upstream_query(q.data(), info, 1232, out, sizeof out);
+  REQUIRE(n == info.question_end + 11);
+  CHECK(message_id(out) == 0x4321);
+  CHECK((message_flags(out) & (kFlagRd | kFlagCd)) == (kFlagRd | kFlagCd));
+  CHECK(read_u16(out + 10) == 1);
+  CHECK(std::memcmp(out + kHeaderSize, q.data() + kHeaderSize, info.question_end - kHeaderSize) == 0);
+  const uint8_t* opt = out + info.question_end;
+  CHECK(read_u16(opt + 3) == 1232);           // our size, not the client's 4096
+  CHECK((read_u16(opt + 7) & 0x8000) != 0);    // DO kept
+  CHECK(read_u16(opt + 9) == 0);               // no options
+
+  auto plain = make_query("example.com");
+  REQUIRE(parse_query(plain.data(), plain.size(), &info) == QueryCheck::ok);
+  n = build_upstream_query(plain.data(), info, 1232, out, sizeof out);
+  CHECK(n == plain.size());
+  CHECK(read_u16(out + 10) == 0);
+}

@@ -1,0 +1,90 @@
+#include "common/metrics/forwarder_metrics.h"
+
+namespace hubdns {
+
+// A new field in ForwarderCounters must get a family here too, or it would be counted but
+// never seen: this fails to compile until both change together.
+static_assert(sizeof(ForwarderCounters) == 17 * sizeof(ForwarderCounters::Counter),
+              "ForwarderCounters changed: map the new field in register_forwarder_metrics()");
+
+void register_forwarder_metrics(MetricsRegistry& registry, const ForwarderCounters& counters) {
+  const ForwarderCounters* c = &counters;
+
+  // Names follow CoreDNS (coredns_dns_requests_total{proto}) and dnsdist (acl-drops,
+  // downstream-timeouts, ...): hubdns_dns_* is what clients see, hubdns_upstream_* what the
+  // upstreams see. Outcomes of one kind share a family with a `reason` label, so
+  // sum by () gives the total and nothing is counted twice.
+  registry.add_family({.name = "hubdns_dns_queries_total",
+                       .type = MetricType::counter,
+                       .help = "DNS queries received from clients, by transport (including those later dropped or refused).",
+                       .label_names = {"proto"}},
+                      [c](MetricSink& sink) {
+                        sink.add({"udp"}, c->queries_udp);
+                        sink.add({"tcp"}, c->queries_tcp);
+                      });
+  registry.add_family({.name = "hubdns_dns_dropped_total",
+                       .type = MetricType::counter,
+                       .help = "Client messages dropped without an answer: no readable DNS header, or not a query.",
+                       .label_names = {"reason"}},
+                      [c](MetricSink& sink) { sink.add({"malformed"}, c->dropped_malformed); });
+  registry.add_family({.name = "hubdns_dns_refused_total",
+                       .type = MetricType::counter,
+                       .help = "Queries answered REFUSED: client outside server.allow (acl), or no forward rule for the name (no_route).",
+                       .label_names = {"reason"}},
+                      [c](MetricSink& sink) {
+                        sink.add({"acl"}, c->refused_acl);
+                        sink.add({"no_route"}, c->no_route);
+                      });
+  registry.add_family({.name = "hubdns_dns_invalid_queries_total",
+                       .type = MetricType::counter,
+                       .help = "Queries answered FORMERR, NOTIMP or BADVERS without forwarding them."},
+                      [c](MetricSink& sink) { sink.add({}, c->formerr); });
+  registry.add_family({.name = "hubdns_dns_servfail_total",
+                       .type = MetricType::counter,
+                       .help = "Queries hubdns answered SERVFAIL itself: no usable upstream answer within the budget (upstream), or server.max_inflight reached (overload).",
+                       .label_names = {"reason"}},
+                      [c](MetricSink& sink) {
+                        sink.add({"upstream"}, c->servfail_sent);
+                        sink.add({"overload"}, c->overload_servfail);
+                      });
+  registry.add_family({.name = "hubdns_dns_truncated_total",
+                       .type = MetricType::counter,
+                       .help = "UDP answers cut to the client's size limit and sent with TC set."},
+                      [c](MetricSink& sink) { sink.add({}, c->truncated); });
+  registry.add_family({.name = "hubdns_dns_tcp_clients_rejected_total",
+                       .type = MetricType::counter,
+                       .help = "TCP client connections closed at once because server.max_tcp_clients was reached."},
+                      [c](MetricSink& sink) { sink.add({}, c->tcp_clients_rejected); });
+  registry.add_family({.name = "hubdns_dns_coalesced_total",
+                       .type = MetricType::counter,
+                       .help = "Client queries that waited for an identical question already in flight upstream instead of sending their own."},
+                      [c](MetricSink& sink) { sink.add({}, c->coalesced); });
+
+  registry.add_family({.name = "hubdns_upstream_queries_total",
+                       .type = MetricType::counter,
+                       .help = "Query attempts sent to upstream resolvers, over UDP and TCP (retries count again)."},
+                      [c](MetricSink& sink) { sink.add({}, c->upstream_queries); });
+  registry.add_family({.name = "hubdns_upstream_responses_total",
+                       .type = MetricType::counter,
+                       .help = "Upstream responses accepted and relayed to the waiting client(s); counted once per response, however many coalesced clients got it."},
+                      [c](MetricSink& sink) { sink.add({}, c->answers); });
+  registry.add_family({.name = "hubdns_upstream_timeouts_total",
+                       .type = MetricType::counter,
+                       .help = "Upstream query attempts that got no answer within attempt_timeout."},
+                      [c](MetricSink& sink) { sink.add({}, c->upstream_timeouts); });
+  registry.add_family({.name = "hubdns_upstream_mismatched_responses_total",
+                       .type = MetricType::counter,
+                       .help = "Upstream responses dropped because source address, port, ID or question did not match a query."},
+                      [c](MetricSink& sink) { sink.add({}, c->upstream_mismatched); });
+  registry.add_family({.name = "hubdns_upstream_errors_total",
+                       .type = MetricType::counter,
+                       .help = "Upstream query attempts that failed to send, connect or read."},
+                      [c](MetricSink& sink) { sink.add({}, c->upstream_errors); });
+  // After CoreDNS' coredns_forward_max_concurrent_rejects_total, named for the config key.
+  registry.add_family({.name = "hubdns_upstream_max_outstanding_rejects_total",
+                       .type = MetricType::counter,
+                       .help = "Times a query had no upstream left to try because every untried one had max_outstanding queries pending."},
+                      [c](MetricSink& sink) { sink.add({}, c->upstream_overload); });
+}
+
+}  // namespace hubdns
