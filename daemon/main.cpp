@@ -14,6 +14,7 @@
 
 #include "common/config/config.h"
 #include "common/health/process_state.h"
+#include "common/health/upstream_health.h"
 #include "common/log/log.h"
 #include "common/metrics/forwarder_counters.h"
 #include "common/metrics/forwarder_metrics.h"
@@ -141,6 +142,8 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
 
   ProcessState state(worker_count);
   ForwarderCounters counters;
+  // Written by the health checks on the control loop, read by every DNS worker.
+  auto upstream_health = std::make_shared<UpstreamHealthTable>(*config);
   // Families are registered here, before any thread starts; /metrics renders them on the
   // control loop from the counters the workers bump.
   MetricsRegistry metrics;
@@ -174,7 +177,8 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
 
     std::vector<std::unique_ptr<DnsWorker>> workers;
     for (unsigned i = 0; i < worker_count; ++i) {
-      workers.push_back(std::make_unique<DnsWorker>(i, config, &state, &counters, std::move(sockets[i])));
+      workers.push_back(std::make_unique<DnsWorker>(i, config, upstream_health, &state, &counters,
+                                                    std::move(sockets[i])));
     }
     bool started = true;
     for (auto& worker : workers) {

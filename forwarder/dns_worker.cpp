@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "common/util/clock.h"
@@ -47,10 +48,12 @@ int open_upstream_socket(int family) {
 // ---------------------------------------------------------------------------------------
 // Setup and teardown
 
-DnsWorkerLoop::DnsWorkerLoop(unsigned index, ConfigSnapshot config, ProcessState* state,
-                             ForwarderCounters* counters, std::vector<ListenSocket> sockets)
+DnsWorkerLoop::DnsWorkerLoop(unsigned index, ConfigSnapshot config, SharedUpstreamHealth upstream_health,
+                             ProcessState* state, ForwarderCounters* counters,
+                             std::vector<ListenSocket> sockets)
     : index_(index),
       config_(std::move(config)),
+      upstream_health_(std::move(upstream_health)),
       router_(config_->forward),
       state_(state),
       counters_(counters),
@@ -253,6 +256,30 @@ bool DnsWorkerLoop::client_allowed(const SocketAddress& client) const {
   return false;
 }
 
+bool DnsWorkerLoop::answer_self_check(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
+                                      uint64_t tcp_client_id, const uint8_t* data,
+                                      const dns::QueryInfo& info) {
+  static constexpr uint8_t kSelfCheckName[] = "\x0a_selfcheck\x06hubdns\x07invalid";  // + final 0
+  constexpr uint16_t kTypeTxt = 16;
+  if (info.qtype != kTypeTxt || info.qname_length != sizeof kSelfCheckName || !client.is_loopback()) {
+    return false;
+  }
+  uint8_t lower[sizeof kSelfCheckName];
+  dns::lowercase_wire_name(data + info.qname_offset, sizeof lower, lower);
+  if (std::memcmp(lower, kSelfCheckName, sizeof lower) != 0) return false;
+  char text[32];
+  std::snprintf(text, sizeof text, "worker %u", index_);
+  uint8_t answer[dns::kHeaderSize + dns::kMaxNameWireLength + 4 + 64 + 64];
+  size_t length = dns::build_txt_answer(data, info, text, config_->server.edns_udp_size, answer, sizeof answer);
+  if (length == 0) return false;
+  if (kind == ClientKind::udp) {
+    udp_.send(udp_socket, client.sockaddr_ptr(), client.sockaddr_len(), answer, length);
+  } else {
+    send_tcp_to_client(tcp_client_id, answer, length);
+  }
+  return true;
+}
+
 uint64_t DnsWorkerLoop::question_key(const uint8_t* lower_name, const dns::QueryInfo& info,
                                      size_t rule, ClientKind kind) const {
   // FNV-1a over everything that makes two queries the same upstream question, seeded per
@@ -303,6 +330,12 @@ void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_socket, const Soc
       LOG_INFO("msg=\"dropped a datagram that is not a DNS query\" client=%s bytes=%zu similar_suppressed=%llu",
                client.to_string().c_str(), length, static_cast<unsigned long long>(suppressed));
     }
+    return;
+  }
+
+  // The health self-check is answered here, before the ACL: it proves that this listener
+  // delivers queries to a worker, whatever `allow` says about loopback.
+  if (check == dns::QueryCheck::ok && answer_self_check(kind, udp_socket, client, tcp_client_id, data, info)) {
     return;
   }
 
@@ -444,8 +477,10 @@ size_t DnsWorkerLoop::choose_upstream(PendingQuery& query) {
   size_t count = std::min(rule.upstreams.size(), kMaxUpstreamsPerRule);
   std::vector<UpstreamState>& states = upstream_state_[query.rule];
   uint32_t limit = max_outstanding_here_[query.rule];
+  const UpstreamHealthTable& health = *upstream_health_;
   auto usable = [&](size_t i) {
-    return (query.tried_mask & (1u << i)) == 0 && states[i].outstanding < limit;
+    return (query.tried_mask & (1u << i)) == 0 && states[i].outstanding < limit &&
+           !health.entry(query.rule, i).is_down();
   };
   auto first_usable_from = [&](size_t start) {
     for (size_t k = 0; k < count; ++k) {
@@ -482,17 +517,25 @@ bool DnsWorkerLoop::start_attempt(uint32_t slot) {
   while (current < query.query_deadline.deadline_ms) {
     size_t upstream = choose_upstream(query);
     if (upstream >= rule.upstreams.size() || upstream >= kMaxUpstreamsPerRule) {
-      // Nothing left: every upstream tried, or the rest are at max_outstanding.
-      bool any_untried = false;
+      // Nothing left: every upstream tried, or the rest are down or at max_outstanding.
+      bool any_full = false, any_down = false;
       for (size_t i = 0; i < std::min(rule.upstreams.size(), kMaxUpstreamsPerRule); ++i) {
-        if ((query.tried_mask & (1u << i)) == 0) any_untried = true;
+        if ((query.tried_mask & (1u << i)) != 0) continue;
+        if (upstream_health_->entry(query.rule, i).is_down()) {
+          any_down = true;
+        } else {
+          any_full = true;
+        }
       }
-      if (any_untried) counters_->upstream_overload.fetch_add(1, std::memory_order_relaxed);
+      if (any_full) counters_->upstream_overload.fetch_add(1, std::memory_order_relaxed);
+      if (any_down && !any_full && query.tried_mask == 0) {
+        counters_->no_healthy_upstream.fetch_add(1, std::memory_order_relaxed);
+      }
       return false;
     }
     query.tried_mask |= 1u << upstream;
     query.upstream = upstream;
-    query.attempt_started_ms = current;
+    query.attempt_started_ns = uv_hrtime();
     bool sent = query.client_kind == ClientKind::tcp ? send_tcp_attempt(slot, rule.upstreams[upstream])
                                                      : send_udp_attempt(slot, rule.upstreams[upstream]);
     if (sent) {
@@ -560,10 +603,20 @@ void DnsWorkerLoop::on_upstream_datagram(uint32_t socket_id, const sockaddr* fro
 
 void DnsWorkerLoop::upstream_answered(uint32_t slot, uint8_t* data, size_t length) {
   PendingQuery& query = pending_[slot];
-  double rtt = static_cast<double>(now() - query.attempt_started_ms) + 0.1;
+  uint64_t latency_us = (uv_hrtime() - query.attempt_started_ns) / 1000;
+  double rtt = static_cast<double>(latency_us) / 1000.0 + 0.001;
   double& srtt = upstream_state_[query.rule][query.upstream].smoothed_rtt_ms;
   srtt = srtt == 0 ? rtt : srtt * 0.7 + rtt * 0.3;
   counters_->answers.fetch_add(1, std::memory_order_relaxed);
+  // Passive evidence for the health checks: SERVFAIL and REFUSED count against the upstream
+  // (it answered, but could not resolve); they still reach the client as they are.
+  UpstreamHealthEntry& health = upstream_health_->entry(query.rule, query.upstream);
+  uint8_t rcode = dns::message_rcode(data);
+  if (rcode == dns::kServFail || rcode == dns::kRefused) {
+    health.record_failure();
+  } else {
+    health.record_answer(latency_us);
+  }
 
   // Followers first: send_to_client rewrites ID, name and size in place, so each gets a
   // copy of the upstream's answer.
@@ -589,6 +642,7 @@ void DnsWorkerLoop::note_upstream_failure(const PendingQuery& query, const char*
              what, rule.upstreams[query.upstream].to_string().c_str(), rule.zone.c_str(), index_,
              static_cast<unsigned long long>(suppressed));
   }
+  upstream_health_->entry(query.rule, query.upstream).record_failure();
   // A timeout or an error pushes the upstream's smoothed RTT up to at least the attempt
   // timeout, so `fastest` stops choosing a dead upstream first; answers bring it down again.
   double& srtt = upstream_state_[query.rule][query.upstream].smoothed_rtt_ms;
@@ -766,10 +820,10 @@ void DnsWorkerLoop::on_deadline_timer(uv_timer_t* timer) {
 // ---------------------------------------------------------------------------------------
 // DnsWorker: the thread around a DnsWorkerLoop
 
-DnsWorker::DnsWorker(unsigned index, ConfigSnapshot config, ProcessState* state,
-                     ForwarderCounters* counters, std::vector<ListenSocket> sockets)
-    : loop_(std::make_unique<DnsWorkerLoop>(index, std::move(config), state, counters,
-                                            std::move(sockets))) {}
+DnsWorker::DnsWorker(unsigned index, ConfigSnapshot config, SharedUpstreamHealth upstream_health,
+                     ProcessState* state, ForwarderCounters* counters, std::vector<ListenSocket> sockets)
+    : loop_(std::make_unique<DnsWorkerLoop>(index, std::move(config), std::move(upstream_health), state,
+                                            counters, std::move(sockets))) {}
 
 DnsWorker::~DnsWorker() {
   if (thread_.joinable()) {

@@ -12,6 +12,7 @@
 
 #include "common/config/config.h"
 #include "common/health/process_state.h"
+#include "common/health/upstream_health.h"
 #include "common/metrics/forwarder_counters.h"
 #include "forwarder/listen_sockets.h"
 
@@ -21,8 +22,8 @@ class DnsWorkerLoop;
 
 class DnsWorker {
  public:
-  DnsWorker(unsigned index, ConfigSnapshot config, ProcessState* state,
-            ForwarderCounters* counters, std::vector<ListenSocket> sockets);
+  DnsWorker(unsigned index, ConfigSnapshot config, SharedUpstreamHealth upstream_health,
+            ProcessState* state, ForwarderCounters* counters, std::vector<ListenSocket> sockets);
   ~DnsWorker();
   DnsWorker(const DnsWorker&) = delete;
   DnsWorker& operator=(const DnsWorker&) = delete;

@@ -26,6 +26,7 @@
 #include "common/config/config.h"
 #include "common/dns/message.h"
 #include "common/health/process_state.h"
+#include "common/health/upstream_health.h"
 #include "common/log/log.h"
 #include "common/metrics/forwarder_counters.h"
 #include "common/uv/handle.h"
@@ -40,8 +41,8 @@ namespace hubdns {
 
 class DnsWorkerLoop {
  public:
-  DnsWorkerLoop(unsigned index, ConfigSnapshot config, ProcessState* state,
-                ForwarderCounters* counters, std::vector<ListenSocket> sockets);
+  DnsWorkerLoop(unsigned index, ConfigSnapshot config, SharedUpstreamHealth upstream_health,
+                ProcessState* state, ForwarderCounters* counters, std::vector<ListenSocket> sockets);
   ~DnsWorkerLoop();
   DnsWorkerLoop(const DnsWorkerLoop&) = delete;
   DnsWorkerLoop& operator=(const DnsWorkerLoop&) = delete;
@@ -116,7 +117,7 @@ class DnsWorkerLoop {
     bool attempt_active = false;
     uint16_t upstream_id = 0;
     int64_t upstream_socket = -1;  // UdpBatchIo socket id, or -1 when over TCP
-    uint64_t attempt_started_ms = 0;
+    uint64_t attempt_started_ns = 0;  // uv_hrtime(), for the upstream's latency
     DeadlineLink query_deadline;    // in query_deadlines_ (leaders only)
     DeadlineLink attempt_deadline;  // in one of attempt_deadlines_
   };
@@ -136,6 +137,8 @@ class DnsWorkerLoop {
   void handle_query(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
                     uint64_t tcp_client_id, const uint8_t* data, size_t length);
   bool client_allowed(const SocketAddress& client) const;
+  bool answer_self_check(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
+                         uint64_t tcp_client_id, const uint8_t* data, const dns::QueryInfo& info);
   void reply_error(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
                    uint64_t tcp_client_id, const uint8_t* query, const dns::QueryInfo& info,
                    uint8_t rcode, dns::ExtendedError ede);
@@ -190,6 +193,7 @@ class DnsWorkerLoop {
 
   unsigned index_;
   ConfigSnapshot config_;
+  SharedUpstreamHealth upstream_health_;
   ZoneRouter router_;
   ProcessState* state_;
   ForwarderCounters* counters_;

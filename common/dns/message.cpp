@@ -195,6 +195,36 @@ size_t build_upstream_query(const uint8_t* query, const QueryInfo& info, uint16_
   return pos;
 }
 
+size_t build_txt_answer(const uint8_t* query, const QueryInfo& info, const char* text,
+                        uint16_t our_udp_size, uint8_t* out, size_t out_capacity) {
+  size_t text_length = std::strlen(text);
+  if (text_length > 255 || info.question_end < kHeaderSize) return 0;
+  QueryInfo without_edns = info;
+  without_edns.has_edns = false;
+  size_t pos = build_error_response(query, without_edns, kNoError, ExtendedError::none, our_udp_size,
+                                    out, out_capacity);
+  size_t record_length = 2 + 10 + 1 + text_length;
+  if (pos == 0 || pos + record_length > out_capacity) return 0;
+  write_u16(out + pos, 0xC000 | kHeaderSize);  // owner: pointer to the question's name
+  write_u16(out + pos + 2, 16);                // TXT
+  write_u16(out + pos + 4, kClassIn);
+  write_u16(out + pos + 6, 0);                 // TTL 0: never cached
+  write_u16(out + pos + 8, 0);
+  write_u16(out + pos + 10, static_cast<uint16_t>(1 + text_length));
+  out[pos + 12] = static_cast<uint8_t>(text_length);
+  std::memcpy(out + pos + 13, text, text_length);
+  pos += record_length;
+  write_u16(out + 2, static_cast<uint16_t>(message_flags(out) | kFlagAa));
+  write_u16(out + 6, 1);
+  if (info.has_edns) {
+    size_t opt = write_opt_record(out + pos, out_capacity - pos, our_udp_size, info.edns_do, ExtendedError::none);
+    if (opt == 0) return 0;
+    pos += opt;
+    write_u16(out + 10, 1);
+  }
+  return pos;
+}
+
 size_t truncate_response(uint8_t* msg, size_t length, size_t question_end, bool client_edns,
                          bool client_do, uint16_t our_udp_size) {
   if (length < kHeaderSize) return length;

@@ -112,6 +112,12 @@ size_t build_error_response(const uint8_t* query, const QueryInfo& info, uint8_t
 size_t build_upstream_query(const uint8_t* query, const QueryInfo& info, uint16_t our_udp_size,
                             uint8_t* out, size_t out_capacity);
 
+// Builds a NOERROR answer to `query` with one TXT record (TTL 0, owner = the question's
+// name) holding `text` (at most 255 bytes), plus our OPT when the client sent EDNS.
+// Used for answers hubdns gives itself (the health self-check). Returns the length or 0.
+size_t build_txt_answer(const uint8_t* query, const QueryInfo& info, const char* text,
+                        uint16_t our_udp_size, uint8_t* out, size_t out_capacity);
+
 // Cuts an answer that is larger than a UDP client can take down to header + question
 // with TC set (the client retries over TCP). When the client used EDNS, an OPT record with
 // our_udp_size and the client's DO bit is appended (RFC 3225: DO is echoed). Returns the new

@@ -28,6 +28,7 @@ struct ForwarderCounters {
   Counter tcp_clients_rejected{0};
   Counter coalesced{0};           // queries that joined an identical one already upstream
   Counter upstream_overload{0};   // attempts not sent: every untried upstream at max_outstanding
+  Counter no_healthy_upstream{0}; // SERVFAIL at once: every upstream of the rule is down
 };
 
 }  // namespace hubdns

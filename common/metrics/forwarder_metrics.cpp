@@ -4,7 +4,7 @@ namespace hubdns {
 
 // A new field in ForwarderCounters must get a family here too, or it would be counted but
 // never seen: this fails to compile until both change together.
-static_assert(sizeof(ForwarderCounters) == 17 * sizeof(ForwarderCounters::Counter),
+static_assert(sizeof(ForwarderCounters) == 18 * sizeof(ForwarderCounters::Counter),
               "ForwarderCounters changed: map the new field in register_forwarder_metrics()");
 
 void register_forwarder_metrics(MetricsRegistry& registry, const ForwarderCounters& counters) {
@@ -85,6 +85,10 @@ void register_forwarder_metrics(MetricsRegistry& registry, const ForwarderCounte
                        .type = MetricType::counter,
                        .help = "Times a query had no upstream left to try because every untried one had max_outstanding queries pending."},
                       [c](MetricSink& sink) { sink.add({}, c->upstream_overload); });
+  registry.add_family({.name = "hubdns_upstream_none_healthy_total",
+                       .type = MetricType::counter,
+                       .help = "Queries answered SERVFAIL at once because every upstream of their zone was down (also counted in hubdns_dns_servfail_total)."},
+                      [c](MetricSink& sink) { sink.add({}, c->no_healthy_upstream); });
 }
 
 }  // namespace hubdns

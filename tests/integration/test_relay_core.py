@@ -195,6 +195,21 @@ class RelayCoreTest(unittest.TestCase):
             self.assertEqual(hubdns.stop(), 0)
         upstream.close()
 
+    def test_self_check_name_is_answered_locally_over_udp_and_tcp(self):
+        upstream = FakeUpstream()
+        # Even with loopback outside `allow`: the health checks must reach the workers.
+        config = single_rule([upstream], workers=2).replace("query_timeout", 'allow = ["10.0.0.0/8"]\nquery_timeout')
+        with Hubdns(config) as hubdns:
+            for extra in ([], ["+tcp"]):
+                status, answers, out = dig(hubdns.dns_port, "_selfcheck.hubdns.invalid", "TXT", extra=extra)
+                self.assertEqual(status, "NOERROR", out)
+                self.assertRegex(out, r'_selfcheck\.hubdns\.invalid\.\s+0\s+IN\s+TXT\s+"worker [01]"')
+            status, _, out = dig(hubdns.dns_port, "other.example.com")
+            self.assertEqual(status, "REFUSED", out)
+            self.assertEqual(upstream.query_count(), 0)
+            self.assertEqual(hubdns.stop(), 0)
+        upstream.close()
+
     def test_refused_for_a_second_loopback_address_outside_allow(self):
         upstream = FakeUpstream()
         config = single_rule([upstream]).replace("query_timeout", 'allow = ["127.0.0.1/32"]\nquery_timeout')

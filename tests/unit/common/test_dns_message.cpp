@@ -217,3 +217,22 @@ TEST_CASE("the upstream query keeps header bits and question, and rebuilds OPT w
   CHECK(n == plain.size());
   CHECK(read_u16(out + 10) == 0);
 }
+
+TEST_CASE("a TXT answer of our own: one record, TTL 0, owner compressed to the question") {
+  auto q = make_query("_selfcheck.hubdns.invalid", 16, 0x5151, 1232);
+  QueryInfo info;
+  REQUIRE(parse_query(q.data(), q.size(), &info) == QueryCheck::ok);
+  uint8_t out[512];
+  size_t n = build_txt_answer(q.data(), info, "worker 3", 1232, out, sizeof out);
+  REQUIRE(n == info.question_end + 13 + 8 + 11);
+  CHECK(message_id(out) == 0x5151);
+  CHECK(message_rcode(out) == kNoError);
+  CHECK((message_flags(out) & kFlagAa) != 0);
+  CHECK(read_u16(out + 6) == 1);
+  CHECK(read_u16(out + 10) == 1);
+  const uint8_t* record = out + info.question_end;
+  CHECK(read_u16(record) == 0xC00C);
+  CHECK(read_u16(record + 2) == 16);
+  CHECK(record[12] == 8);
+  CHECK(std::memcmp(record + 13, "worker 3", 8) == 0);
+}

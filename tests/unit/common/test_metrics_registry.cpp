@@ -277,6 +277,7 @@ TEST_CASE("register_forwarder_metrics: every counter, with its own value") {
   counters.tcp_clients_rejected = 115;
   counters.coalesced = 116;
   counters.upstream_overload = 117;
+  counters.no_healthy_upstream = 118;
 
   MetricsRegistry registry;
   register_forwarder_metrics(registry, counters);
@@ -301,6 +302,7 @@ TEST_CASE("register_forwarder_metrics: every counter, with its own value") {
       "hubdns_dns_tcp_clients_rejected_total 115",
       "hubdns_dns_coalesced_total 116",
       "hubdns_upstream_max_outstanding_rejects_total 117",
+      "hubdns_upstream_none_healthy_total 118",
   };
   for (const std::string& sample : expected_samples) {
     INFO("missing: ", sample);
@@ -324,7 +326,7 @@ TEST_CASE("register_forwarder_metrics: every counter, with its own value") {
   CHECK(sample_lines == expected_samples.size());
   CHECK(type_lines == registry.family_count());
   CHECK(help_lines == registry.family_count());
-  CHECK(registry.family_count() == 14);
+  CHECK(registry.family_count() == 15);
 
   counters.queries_udp.fetch_add(1, std::memory_order_relaxed);
   CHECK(has_line(registry.render(), "hubdns_dns_queries_total{proto=\"udp\"} 102"));

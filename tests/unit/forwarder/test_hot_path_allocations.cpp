@@ -137,7 +137,8 @@ TEST_CASE("a warm DNS worker relays UDP queries without allocating") {
   sockaddr_in hubdns_address{};
   std::memcpy(&hubdns_address, sockets[0][0].address.sockaddr_ptr(), sizeof hubdns_address);
 
-  auto worker = std::make_unique<hubdns::DnsWorker>(0, config, &state, &counters, std::move(sockets[0]));
+  auto health = std::make_shared<hubdns::UpstreamHealthTable>(*config);
+  auto worker = std::make_unique<hubdns::DnsWorker>(0, config, health, &state, &counters, std::move(sockets[0]));
   REQUIRE_MESSAGE(worker->start(&error), error);
 
   unsigned warm = relay(client, hubdns_address, upstream, 0, 2000);

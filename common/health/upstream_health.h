@@ -1,0 +1,64 @@
+// The health of every upstream of every forward rule, shared between the two sides:
+// - the control loop (probe/) decides each upstream's status from its active checks and
+//   from the passive evidence below, and is the only writer of `status`;
+// - DNS workers (forwarder/) read `status` to skip upstreams that are down, and bump the
+//   passive-evidence counters for every upstream attempt they finish;
+// - /readyz, /status and /metrics read both.
+// Everything here is an atomic: no lock, and a worker never waits for the control loop.
+// Built once per configuration snapshot (entries follow Config::forward and each rule's
+// upstreams, by index) and shared through a shared_ptr.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "common/config/config.h"
+
+namespace hubdns {
+
+enum class UpstreamStatus : uint8_t {
+  unknown = 0,  // not yet checked: usable, but the instance is not ready before the first round
+  up = 1,
+  down = 2,
+};
+
+const char* to_string(UpstreamStatus status);
+
+struct UpstreamHealthEntry {
+  std::atomic<UpstreamStatus> status{UpstreamStatus::unknown};
+
+  // Passive evidence from real traffic, bumped by workers (relaxed, monotonic). The control
+  // loop compares them between checks: answers since the last check prove the upstream
+  // works without a probe; failures alone count against it.
+  std::atomic<uint64_t> answers{0};   // an answer other than SERVFAIL/REFUSED came back
+  std::atomic<uint64_t> failures{0};  // timeout, network error, SERVFAIL or REFUSED
+  std::atomic<uint64_t> answer_latency_us_total{0};  // over `answers`, for the average
+
+  void record_answer(uint64_t latency_us) {
+    answers.fetch_add(1, std::memory_order_relaxed);
+    answer_latency_us_total.fetch_add(latency_us, std::memory_order_relaxed);
+  }
+  void record_failure() { failures.fetch_add(1, std::memory_order_relaxed); }
+  bool is_down() const { return status.load(std::memory_order_relaxed) == UpstreamStatus::down; }
+};
+
+class UpstreamHealthTable {
+ public:
+  explicit UpstreamHealthTable(const Config& config);
+
+  size_t rule_count() const { return rules_.size(); }
+  size_t upstream_count(size_t rule) const { return rules_[rule].size(); }
+  UpstreamHealthEntry& entry(size_t rule, size_t upstream) { return *rules_[rule][upstream]; }
+  const UpstreamHealthEntry& entry(size_t rule, size_t upstream) const { return *rules_[rule][upstream]; }
+
+ private:
+  // unique_ptr: atomics are neither copyable nor movable, and the entries must not move.
+  std::vector<std::vector<std::unique_ptr<UpstreamHealthEntry>>> rules_;
+};
+
+using SharedUpstreamHealth = std::shared_ptr<UpstreamHealthTable>;
+
+}  // namespace hubdns
