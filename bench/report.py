@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Reads the measurements bench/run.sh wrote (WORKDIR/results.txt, one `key=value ...` line
+per measurement, plus the dnsperf -v latency files it names) and prints the comparison
+table as Markdown, with the hubdns/dnsdist ratios.
+
+Usage: report.py WORKDIR
+"""
+import math
+import os
+import statistics
+import sys
+
+FWDS = ("hubdns", "dnsdist")
+
+
+def parse(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            row = {}
+            for tok in line.split():
+                k, _, v = tok.partition("=")
+                row[k] = v
+            rows.append(row)
+    return rows
+
+
+def fnum(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def pct(sorted_vals, p):
+    """Nearest-rank percentile."""
+    if not sorted_vals:
+        return float("nan")
+    rank = math.ceil(p / 100.0 * len(sorted_vals))
+    return sorted_vals[min(len(sorted_vals), max(1, rank)) - 1]
+
+
+def latencies(files):
+    vals, lost = [], 0
+    for fn in files:
+        if not os.path.exists(fn):
+            continue
+        with open(fn, errors="replace") as f:
+            for line in f:
+                if line.startswith("> "):
+                    parts = line.split()
+                    try:
+                        vals.append(float(parts[-1]))
+                    except (ValueError, IndexError):
+                        pass
+                elif line.startswith("[Timeout]"):
+                    lost += 1
+    vals.sort()
+    return vals, lost
+
+
+def fmt(v, digits=1):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or math.isnan(a) or math.isnan(b) or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def wall(r):
+    """Wall time around a dnsperf run (older results: dnsperf's run time)."""
+    return fnum(r.get("wall_s", r.get("runtime")))
+
+
+def med(xs):
+    xs = [x for x in xs if not math.isnan(x)]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def spread(xs, digits=1):
+    xs = [x for x in xs if not math.isnan(x)]
+    if len(xs) < 2:
+        return ""
+    return f" ({fmt(min(xs), digits)}–{fmt(max(xs), digits)})"
+
+
+def main() -> int:
+    workdir = sys.argv[1]
+    rows = parse(os.path.join(workdir, "results.txt"))
+    m = {f: {} for f in FWDS}
+    for f in FWDS:
+        sat = [r for r in rows if r.get("kind") == "sat" and r.get("fwd") == f]
+        rate = [r for r in rows if r.get("kind") == "rate" and r.get("fwd") == f]
+        sysr = {r.get("mode"): r for r in rows if r.get("kind") == "sys" and r.get("fwd") == f}
+        d = m[f]
+        d["rounds"] = len(sat)
+        d["qps"] = [fnum(r["qps"]) for r in sat]
+        d["cpu_us"] = [fnum(r["cpu_s"]) * 1e6 / fnum(r["queries"]) for r in sat if fnum(r["queries"]) > 0]
+        d["soft_us"] = [fnum(r.get("soft0_s")) * 1e6 / fnum(r["queries"]) for r in sat if fnum(r["queries"]) > 0]
+        d["util"] = [100.0 * fnum(r["cpu_s"]) / fnum(r["runtime"]) for r in sat if fnum(r["runtime"]) > 0]
+        d["lost_sat"] = [100.0 * fnum(r["lost"]) / max(1.0, fnum(r["sent"])) for r in sat]
+        d["other"] = [100.0 * fnum(r.get("other_s")) / wall(r) for r in sat if wall(r) > 0]
+        # dnsperf's own life (start-up, reading the query file, waiting for the last
+        # answers) is longer than its "Run time": divide by the wall time around it.
+        d["load_util"] = [100.0 * (fnum(r.get("knot_s")) + fnum(r.get("dnsperf_s"))) / wall(r)
+                          for r in sat if wall(r) > 0]
+        d["rate_other"] = [100.0 * fnum(r.get("other_s")) / wall(r) for r in rate if wall(r) > 0]
+        d["rate_cpu_us"] = [fnum(r["cpu_s"]) * 1e6 / fnum(r["queries"]) for r in rate if fnum(r["queries"]) > 0]
+        d["rate_qps"] = [fnum(r["qps"]) for r in rate]
+        lat, lost = latencies([os.path.join(workdir, r["latfile"]) for r in rate if "latfile" in r])
+        d["lat_n"] = len(lat)
+        d["lat_lost"] = lost
+        d["p50"] = pct(lat, 50) * 1e6
+        d["p99"] = pct(lat, 99) * 1e6
+        d["p999"] = pct(lat, 99.9) * 1e6
+        d["lat_max"] = (lat[-1] * 1e6) if lat else float("nan")
+        d["sys"] = sysr
+        for mode in ("sat", "rate"):
+            r = sysr.get(mode)
+            if r and fnum(r.get("queries")) > 0:
+                d[f"sys_{mode}"] = fnum(r["total"]) / fnum(r["queries"])
+            else:
+                d[f"sys_{mode}"] = float("nan")
+
+    h, k = m["hubdns"], m["dnsdist"]
+    rate = next((r.get("rate") for r in rows if r.get("kind") == "rate"), "?")
+    sys_rate = next((r["rate"] for r in rows if r.get("kind") == "sys" and r.get("mode") == "rate" and "rate" in r), rate)
+    rounds = h["rounds"]
+    lines = []
+    lines.append(f"| measure | hubdns | dnsdist | hubdns/dnsdist |")
+    lines.append(f"|---|---:|---:|---:|")
+
+    def row(label, key, digits=1, per_round=True, show_ratio=True):
+        hv = med(h[key]) if per_round else h[key]
+        kv = med(k[key]) if per_round else k[key]
+        hs = spread(h[key], digits) if per_round else ""
+        ks = spread(k[key], digits) if per_round else ""
+        rt = ratio(hv, kv) if show_ratio else ""
+        lines.append(f"| {label} | {fmt(hv, digits)}{hs} | {fmt(kv, digits)}{ks} | {rt} |")
+
+    row(f"queries/s at saturation (median of {rounds} rounds, range)", "qps", 0)
+    row("CPU time per query at saturation, µs (forwarder process utime+stime)", "cpu_us", 2)
+    row("softirq+irq time on the forwarder's CPU per query at saturation, µs (tick-sampled)", "soft_us", 2)
+    row("forwarder CPU use at saturation, % of one core", "util", 0)
+    row("load side (dnsperf + knotd) CPU use at saturation, % of one core", "load_util", 0, show_ratio=False)
+    row("queries lost at saturation, %", "lost_sat", 3, show_ratio=False)
+    row("noise: CPU used by other processes during the saturation rounds, % of one core", "other", 0, show_ratio=False)
+    row("syscalls per query at saturation", "sys_sat", 2, per_round=False)
+    row(f"syscalls per query at {sys_rate} q/s", "sys_rate", 2, per_round=False)
+    row(f"CPU time per query at {rate} q/s, µs", "rate_cpu_us", 2)
+    row(f"noise during the {rate} q/s rounds, % of one core", "rate_other", 0, show_ratio=False)
+    row(f"latency p50 at {rate} q/s, µs", "p50", 0, per_round=False)
+    row(f"latency p99 at {rate} q/s, µs", "p99", 0, per_round=False)
+    row(f"latency p99.9 at {rate} q/s, µs", "p999", 0, per_round=False)
+    row(f"latency max at {rate} q/s, µs", "lat_max", 0, per_round=False)
+    lines.append(f"| latency samples / lost at {rate} q/s | {h['lat_n']:,} / {h['lat_lost']} | "
+                 f"{k['lat_n']:,} / {k['lat_lost']} | |")
+    print("\n".join(lines))
+
+    # Syscall breakdown.
+    print()
+    method = next((r.get("method") for r in rows if r.get("kind") == "sys"), "none")
+    print(f"Syscalls per query by name (method: {method}; 'other' = total minus the named ones):")
+    print()
+    names = set()
+    for f in FWDS:
+        for r in m[f]["sys"].values():
+            names.update(k2[3:] for k2 in r if k2.startswith("sc_"))
+    modes = [("sat", "saturation"), ("rate", f"{sys_rate} q/s")]
+    hdr = "| syscall | " + " | ".join(f"{f} {lab}" for f in FWDS for _, lab in modes) + " |"
+    print(hdr)
+    print("|---|" + "---:|" * (len(FWDS) * len(modes)))
+
+    def per_q(f, mode, name):
+        r = m[f]["sys"].get(mode)
+        if not r or fnum(r.get("queries")) <= 0:
+            return float("nan")
+        if name == "other":
+            named = sum(fnum(v) for k2, v in r.items() if k2.startswith("sc_"))
+            return (fnum(r["total"]) - named) / fnum(r["queries"])
+        return fnum(r.get("sc_" + name, "0")) / fnum(r["queries"])
+
+    shown = []
+    for name in sorted(names):
+        vals = [per_q(f, mo, name) for f in FWDS for mo, _ in modes]
+        if any((not math.isnan(v)) and v >= 0.005 for v in vals):
+            shown.append(name)
+    for name in shown + ["other"]:
+        vals = [per_q(f, mo, name) for f in FWDS for mo, _ in modes]
+        print(f"| {name} | " + " | ".join(fmt(v, 3) for v in vals) + " |")
+    print("| total | " + " | ".join(fmt(m[f][f'sys_{mo}'], 3) for f in FWDS for mo, _ in modes) + " |")
+    qps_notes = []
+    for f in FWDS:
+        for mo, lab in modes:
+            r = m[f]["sys"].get(mo)
+            if r:
+                qps_notes.append(f"{f} {lab}: {fmt(fnum(r.get('qps')), 0)} q/s")
+    if qps_notes:
+        print()
+        print("(throughput during these counting rounds, with the counter attached: " + "; ".join(qps_notes) + ")")
+
+    rz = [r for r in rows if r.get("kind") == "readyz"]
+    if rz:
+        print()
+        print("hubdns GET /readyz latency (sequential requests, a new TCP connection each):")
+        print()
+        print("| while | requests | 200 | failed | p50 ms | p99 ms | max ms |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for r in rz:
+            print(f"| {r.get('phase','?').replace('_', ' ')} | {r.get('count')} | {r.get('ok')} | {r.get('fail')} | "
+                  f"{r.get('p50_ms')} | {r.get('p99_ms')} | {r.get('max_ms')} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
