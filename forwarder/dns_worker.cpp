@@ -31,6 +31,8 @@ uint32_t divide_round_up(uint32_t total, unsigned parts) {
 int open_upstream_socket(int family) {
   int fd = ::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
+  int bytes = 1 << 20;  // room for a burst of answers between two reads
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
   sockaddr_storage any{};
   any.ss_family = static_cast<sa_family_t>(family);
   socklen_t length = family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);

@@ -22,6 +22,13 @@ int open_bound_socket(const SocketAddress& address, int type, std::string* error
   // SO_REUSEPORT: one socket per worker on the same address, balanced by the kernel.
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (type == SOCK_DGRAM) {
+    // Room for bursts: a full receive buffer drops queries in the kernel, unseen. The
+    // kernel caps this at net.core.rmem_max/wmem_max (raise those on a busy server).
+    int bytes = 4 << 20;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+  }
   if (address.is_ipv6()) {
     // [::]:53 must not also claim IPv4, so "0.0.0.0:53" and "[::]:53" can both be listed.
     ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);

@@ -127,8 +127,7 @@ class FakeUpstream:
         self.ttl = ttl
         self.big_answer = big_answer
         self.queries = []  # (transport, name, qtype)
-        self.raw_queries = []  # the bytes of each query, as received
-        self.udp_peers = []  # source (address, port) of each UDP query
+        self.records = []  # (transport, name, qtype, raw bytes, udp peer or None) per query
         self.tcp_connections = 0  # TCP connections accepted
         self.delays = {}  # lower-case name ("a.example.com.") -> seconds, over `delay`
         self.lock = threading.Lock()
@@ -152,9 +151,19 @@ class FakeUpstream:
     def endpoint(self):
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
+    # hubdns's health checks ask each upstream its zone's SOA (the rule's `probe`); the
+    # tests' own queries never use SOA, so counting leaves the probes out.
+    PROBE_QTYPE = 6
+
     def query_count(self, transport=None):
         with self.lock:
-            return sum(1 for q in self.queries if transport is None or q[0] == transport)
+            return sum(1 for q in self.queries
+                       if (transport is None or q[0] == transport) and q[2] != self.PROBE_QTYPE)
+
+    def client_queries(self):
+        """(transport, name, qtype, raw bytes, udp peer or None) of each non-probe query."""
+        with self.lock:
+            return [q for q in self.records if q[2] != self.PROBE_QTYPE]
 
     def close(self):
         self.stopping = True
@@ -165,14 +174,15 @@ class FakeUpstream:
                 pass
             s.close()
 
-    def answer_for(self, query, transport):
+    def answer_for(self, query, transport, peer=None):
         parsed = parse_question(query)
         if parsed is None:
             return None
         qid, flags, qname, qtype, qclass, qend = parsed
         with self.lock:
-            self.queries.append((transport, wire_to_name(qname).lower(), qtype))
-            self.raw_queries.append(bytes(query))
+            name = wire_to_name(qname).lower()
+            self.queries.append((transport, name, qtype))
+            self.records.append((transport, name, qtype, bytes(query), peer))
         mode = self.mode
         if mode == "drop":
             return None
@@ -220,9 +230,7 @@ class FakeUpstream:
         return self.delay
 
     def _answer_udp(self, data, peer):
-        with self.lock:
-            self.udp_peers.append(peer)
-        answer = self.answer_for(data, "udp")
+        answer = self.answer_for(data, "udp", peer)
         if answer is None:
             return
         delay = self.delay_for(data)

@@ -95,10 +95,9 @@ class RelayCoreTest(unittest.TestCase):
                 answer=udp_exchange(hubdns.dns_port, build_query("target.example.com", qid=77))))
             t.start()
             deadline = time.time() + 2
-            while not upstream.udp_peers and time.time() < deadline:
+            while not upstream.client_queries() and time.time() < deadline:
                 time.sleep(0.01)
-            peer = upstream.udp_peers[0]
-            real_query = upstream.raw_queries[0]
+            _, _, _, real_query, peer = upstream.client_queries()[0]
             upstream_id = struct.unpack("!H", real_query[:2])[0]
             forged_answer = (struct.pack("!HHHHHH", upstream_id, 0x8180, 1, 1, 0, 0) +
                              real_query[12:real_query.index(b"\0", 12) + 5] +
@@ -154,7 +153,7 @@ class RelayCoreTest(unittest.TestCase):
             status, _, out = dig(hubdns.dns_port, "edns.example.com",
                                  extra=["+bufsize=4096", "+dnssec", "+ednsopt=65001:abcd"])
             self.assertEqual(status, "NOERROR", out)
-            raw = upstream.raw_queries[-1]
+            raw = upstream.client_queries()[-1][3]
             qend = parse_question(raw)[5]
             opt = raw[qend:]
             self.assertEqual(struct.unpack("!H", raw[10:12])[0], 1)
@@ -163,7 +162,8 @@ class RelayCoreTest(unittest.TestCase):
             self.assertEqual((otype, size, rdlen), (41, 1232, 0))  # our size, no options
             self.assertTrue(ttl & 0x8000)  # DO kept
             dig(hubdns.dns_port, "noedns.example.com", extra=["+noedns"])
-            self.assertEqual(len(upstream.raw_queries[-1]), parse_question(upstream.raw_queries[-1])[5])
+            raw = upstream.client_queries()[-1][3]
+            self.assertEqual(len(raw), parse_question(raw)[5])
             self.assertEqual(hubdns.stop(), 0)
         upstream.close()
 
