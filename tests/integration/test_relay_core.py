@@ -210,6 +210,39 @@ class RelayCoreTest(unittest.TestCase):
             self.assertEqual(hubdns.stop(), 0)
         upstream.close()
 
+    def test_tcp_idle_half_sent_and_too_many_clients_are_cut_off(self):
+        upstream = FakeUpstream()
+        config = single_rule([upstream]).replace(
+            "query_timeout", 'tcp_idle_timeout = "300ms"\nmax_tcp_clients = 2\nquery_timeout')
+        with Hubdns(config) as hubdns:
+            def closed_by_server_within(sock, seconds):
+                sock.settimeout(seconds)
+                try:
+                    return sock.recv(1) == b""
+                except (socket.timeout, ConnectionResetError):
+                    return False
+
+            idle = socket.create_connection(("127.0.0.1", hubdns.dns_port))
+            half = socket.create_connection(("127.0.0.1", hubdns.dns_port))
+            half.sendall(b"\x00")  # one byte of a length prefix, then nothing
+            started = time.time()
+            self.assertTrue(closed_by_server_within(idle, 3))
+            self.assertTrue(closed_by_server_within(half, 3))
+            self.assertLess(time.time() - started, 2.5)
+            idle.close()
+            half.close()
+            # max_tcp_clients = 2 (one worker): a third connection is closed at once.
+            first = socket.create_connection(("127.0.0.1", hubdns.dns_port))
+            second = socket.create_connection(("127.0.0.1", hubdns.dns_port))
+            time.sleep(0.1)
+            third = socket.create_connection(("127.0.0.1", hubdns.dns_port))
+            self.assertTrue(closed_by_server_within(third, 1))
+            for s in (first, second, third):
+                s.close()
+            self.assertEqual(metric(hubdns.health_port, "hubdns_dns_tcp_clients_rejected_total"), 1)
+            self.assertEqual(hubdns.stop(), 0)
+        upstream.close()
+
     def test_refused_for_a_second_loopback_address_outside_allow(self):
         upstream = FakeUpstream()
         config = single_rule([upstream]).replace("query_timeout", 'allow = ["127.0.0.1/32"]\nquery_timeout')
