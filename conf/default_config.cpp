@@ -41,7 +41,8 @@ tcp_listen = []
 interval = "2s"
 # How long a probe may take; must be shorter than interval.
 timeout = "1s"
-# Consecutive successful probes before an upstream counts as up.
+# Consecutive successful probes before a down upstream counts as up again (at start,
+# the first success is enough, so an instance is ready after one round).
 rise = 2
 # Consecutive failed probes before an upstream counts as down.
 fall = 3

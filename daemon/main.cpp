@@ -24,6 +24,7 @@
 #include "conf/loader.h"
 #include "forwarder/dns_worker.h"
 #include "forwarder/listen_sockets.h"
+#include "probe/health_monitor.h"
 #include "probe/health_server.h"
 
 namespace {
@@ -134,7 +135,8 @@ std::string join_addresses(const std::vector<hubdns::SocketAddress>& addresses) 
   return out;
 }
 
-// The control loop: health endpoint, signals and its own heartbeat; runs on the main thread.
+// The control loop: health endpoint, health checks, signals and its own heartbeat; runs on
+// the main thread.
 int run_daemon(const hubdns::ConfigSnapshot& config) {
   using namespace hubdns;
   unsigned worker_count = config->server.workers;
@@ -167,6 +169,10 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
       response.content_type = std::string(kMetricsContentType);
       return response;
     });
+    // Upstream checks, data-path self-check, TCP probe port, /status, POST /drain and
+    // /undrain; its /metrics families are registered here, before any worker starts.
+    HealthMonitor monitor(control_loop.get(), &health, config, upstream_health, &state, dns_addresses);
+    monitor.register_metrics(metrics);
     if (health.listen(config->health.listen, &error) != 0) {
       LOG_ERROR("msg=\"cannot bind health listener\" error=\"%s\"", error.c_str());
       close_listen_sockets(sockets);
@@ -224,6 +230,7 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
       LOG_INFO("msg=\"hubdns started\" version=%s config=%s workers=%u dns=%s health=%s",
                HUBDNS_VERSION, config->source.c_str(), worker_count, join_addresses(dns_addresses).c_str(),
                join_addresses(health.bound_addresses()).c_str());
+      monitor.start();  // the first check round runs as soon as the loop does
       control_loop.run();
     } else {
       exit_code = kExitRuntime;
@@ -235,6 +242,7 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
       if (!worker->join()) LOG_WARN("msg=\"a DNS worker loop did not close cleanly\"");
     }
     workers.clear();
+    monitor.close();
     health.close();
     sigterm.close();
     sigint.close();

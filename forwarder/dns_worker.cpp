@@ -239,8 +239,8 @@ void DnsWorkerLoop::on_udp_datagram(void* context, uint32_t socket_id, const soc
     self->on_upstream_datagram(socket_id, from, data, length);
     return;
   }
-  self->counters_->queries_udp.fetch_add(1, std::memory_order_relaxed);
   if (truncated) {
+    self->counters_->queries_udp.fetch_add(1, std::memory_order_relaxed);
     // Larger than any query we accept: not a query we can answer.
     self->counters_->dropped_malformed.fetch_add(1, std::memory_order_relaxed);
     return;
@@ -326,6 +326,7 @@ void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_socket, const Soc
   dns::QueryInfo info;
   dns::QueryCheck check = dns::parse_query(data, length, &info);
   if (check == dns::QueryCheck::drop) {
+    (kind == ClientKind::udp ? counters_->queries_udp : counters_->queries_tcp).fetch_add(1, std::memory_order_relaxed);
     counters_->dropped_malformed.fetch_add(1, std::memory_order_relaxed);
     uint64_t suppressed = 0;
     if (log_limits_.malformed.allow(now(), &suppressed)) {
@@ -337,9 +338,11 @@ void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_socket, const Soc
 
   // The health self-check is answered here, before the ACL: it proves that this listener
   // delivers queries to a worker, whatever `allow` says about loopback.
+  // Not counted as a client query: /metrics shows what clients asked.
   if (check == dns::QueryCheck::ok && answer_self_check(kind, udp_socket, client, tcp_client_id, data, info)) {
     return;
   }
+  (kind == ClientKind::udp ? counters_->queries_udp : counters_->queries_tcp).fetch_add(1, std::memory_order_relaxed);
 
   if (!client_allowed(client)) {
     counters_->refused_acl.fetch_add(1, std::memory_order_relaxed);

@@ -128,7 +128,6 @@ void DnsWorkerLoop::process_tcp_frames(TcpClient& client) {
          client.unsent_bytes < kMaxUnsentBytesPerTcpClient) {
     size_t length = dns::read_u16(client.received.data() + consumed);
     if (client.received.size() - consumed - kTcpLengthPrefix < length) break;
-    counters_->queries_tcp.fetch_add(1, std::memory_order_relaxed);
     // Copy out: handle_query may answer at once and must not see a buffer we then shift.
     std::memcpy(scratch_, client.received.data() + consumed + kTcpLengthPrefix, length);
     consumed += kTcpLengthPrefix + length;

@@ -1,5 +1,7 @@
 #include "probe/health_server.h"
 
+#include "probe/tcp_listener.h"
+
 #include <ctime>
 #include <exception>
 #include <utility>
@@ -318,25 +320,14 @@ int HealthServer::listen(const std::vector<SocketAddress>& addresses, std::strin
   }
   std::vector<std::unique_ptr<UvTcp>> opened;
   for (const SocketAddress& address : addresses) {
-    auto listener = std::make_unique<UvTcp>();
-    int rc = listener->init(uv_tcp_init, loop_);
-    const char* step = "init";
-    if (rc == 0) {
-      (*listener)->data = this;
-      unsigned flags = address.is_ipv6() ? static_cast<unsigned>(UV_TCP_IPV6ONLY) : 0u;
-      rc = uv_tcp_bind(listener->get(), address.sockaddr_ptr(), flags);
-      step = "bind";
-    }
-    if (rc == 0) {
-      // libuv may report a bind conflict only here.
-      rc = uv_listen(listener->as<uv_stream_t>(), kListenBacklog, on_connection);
-      step = "listen";
-    }
+    std::unique_ptr<UvTcp> listener;
+    const char* step = "";
+    int rc = open_tcp_listener(loop_, address, this, kListenBacklog, on_connection, &listener, &step);
     if (rc != 0) {
       if (error != nullptr) {
         *error = "health listener " + address.to_string() + ": " + step + ": " + uv_strerror(rc);
       }
-      return rc;  // `opened` and `listener` close their sockets on the way out
+      return rc;  // `opened` closes the sockets already open on the way out
     }
     opened.push_back(std::move(listener));
   }

@@ -57,10 +57,11 @@ struct RequestContext {
 // server; defer that to another callback.
 using RouteHandler = std::function<HttpResponse(const HttpRequest&, const RequestContext&)>;
 
-// Adds upstream/zone facts (issue 4) to the readiness snapshot before it is evaluated.
+// Adds upstream, zone and data-path facts (HealthMonitor) to the readiness snapshot
+// before it is evaluated.
 using ReadinessContributor = std::function<void(ReadinessInputs&)>;
 
-// Counters for /metrics (later issue). Only touched on the control loop.
+// Counters for /metrics (hubdns_health_http_*). Only touched on the control loop.
 struct HealthServerStats {
   uint64_t connections_accepted = 0;
   uint64_t connections_rejected = 0;  // over max_connections, nothing could be evicted
@@ -109,6 +110,7 @@ class HealthServer {
   // monotonic_ms() of the control loop's last heartbeat.
   uint64_t control_loop_heartbeat_ms() const { return control_heartbeat_ms_; }
   size_t connection_count() const { return connections_.size(); }
+  const HealthServerOptions& options() const { return options_; }
   const HealthServerStats& stats() const { return stats_; }
 
  private:

@@ -1,5 +1,7 @@
 #include "probe/readiness.h"
 
+#include <utility>
+
 namespace hubdns {
 namespace {
 
@@ -19,6 +21,18 @@ void append_silent_loops(const LoopHeartbeats& loops, std::vector<std::string>* 
   }
 }
 
+// "192.168.1.10:53: timeout x3" / "192.168.1.11:53: REFUSED" / "192.168.1.12:53: not checked yet"
+std::string describe_upstream(const UpstreamHealthSummary& upstream) {
+  std::string text = upstream.address + ": ";
+  if (!upstream.checked) return text + "not checked yet";
+  if (upstream.last_error.empty()) return text + to_string(upstream.status);
+  text += upstream.last_error;
+  if (upstream.error_streak > 1) text += " x" + std::to_string(upstream.error_streak);
+  // unknown with failures: below `fall`, not down yet, but not up either.
+  if (upstream.status == UpstreamStatus::unknown) text += " (not up yet)";
+  return text;
+}
+
 }  // namespace
 
 LivenessReport evaluate_liveness(const LoopHeartbeats& loops) {
@@ -33,11 +47,36 @@ ReadinessReport evaluate_readiness(const ReadinessInputs& inputs) {
   if (!inputs.listeners_bound) report.reasons.emplace_back("listeners not bound");
   if (inputs.draining) report.reasons.emplace_back("draining");
   append_silent_loops(inputs.loops, &report.reasons);
-  if (!inputs.first_probe_round_done) report.reasons.emplace_back("first upstream probe round not finished");
+  if (!inputs.first_probe_round_done) {
+    report.reasons.push_back("first upstream check round not finished (" +
+                             std::to_string(inputs.upstreams_unchecked) + " upstreams not checked yet)");
+  }
   for (const CriticalZoneHealth& zone : inputs.critical_zones) {
-    if (zone.upstreams_up == 0) {
-      report.reasons.push_back("critical zone " + zone.zone + ": no upstream up (0 of " +
-                               std::to_string(zone.upstreams_total) + ")");
+    bool any_up = false;
+    bool any_checked = false;
+    for (const UpstreamHealthSummary& upstream : zone.upstreams) {
+      any_up = any_up || upstream.status == UpstreamStatus::up;
+      any_checked = any_checked || upstream.checked;
+    }
+    // A zone none of whose upstreams has a result yet is covered by the first-round line.
+    if (any_up || (!any_checked && !inputs.first_probe_round_done)) continue;
+    std::string line = "zone " + zone.zone + ": no upstream up (";
+    for (size_t i = 0; i < zone.upstreams.size(); ++i) {
+      if (i > 0) line += "; ";
+      line += describe_upstream(zone.upstreams[i]);
+    }
+    line += ")";
+    report.reasons.push_back(std::move(line));
+  }
+  for (const DataPathHealth& check : inputs.data_path) {
+    if (check.failing) {
+      std::string line = "DNS listener " + check.listener + " did not answer the self-check (" + check.last_error;
+      if (check.consecutive_failures > 1) line += " x" + std::to_string(check.consecutive_failures);
+      report.reasons.push_back(line + ")");
+    } else if (!check.answered_yet) {
+      std::string line = "DNS listener " + check.listener + " has not answered the self-check yet";
+      if (!check.last_error.empty()) line += " (" + check.last_error + ")";
+      report.reasons.push_back(std::move(line));
     }
   }
   report.ready = report.reasons.empty();

@@ -5,13 +5,16 @@
 // Liveness (/livez): every event loop of the process proved recently that it runs; never
 // looks at upstreams (a dead upstream must not get a healthy VM repaired).
 // Readiness (/readyz): configuration loaded and listeners bound, not draining, every worker
-// loop alive, and (issue 4) each critical zone has an upstream that is up and the first
-// probe round has finished.
+// loop alive, the first upstream check round has finished, each critical zone has an
+// upstream that is up (unknown does not count), and every DNS listener answers the
+// data-path self-check. Each failed condition is one line an operator can act on.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "common/health/upstream_health.h"
 
 namespace hubdns {
 
@@ -23,22 +26,41 @@ struct LoopHeartbeats {
   std::vector<uint64_t> worker_last_ms;  // one per DNS worker, by worker index
 };
 
-// Upstream health of one zone marked `critical = true`; filled by the upstream health
-// checks (issue 4). Only critical zones are listed.
+// One upstream of a critical zone, as the reason line describes it.
+struct UpstreamHealthSummary {
+  std::string address;  // "192.168.1.10:53"
+  UpstreamStatus status = UpstreamStatus::unknown;
+  bool checked = false;        // has had at least one check result
+  std::string last_error;      // latest failure ("timeout", "REFUSED"), "" if none
+  uint32_t error_streak = 0;   // consecutive failures with last_error (the "x3")
+};
+
+// Upstream health of one zone marked `critical = true`, filled by the health checks. Only
+// critical zones are listed.
 struct CriticalZoneHealth {
-  std::string zone;                // "." or "contoso.com."
-  unsigned upstreams_up = 0;
-  unsigned upstreams_total = 0;
+  std::string zone;  // as shown to operators: "." or "corp.contoso.com"
+  std::vector<UpstreamHealthSummary> upstreams;
+};
+
+// The data-path self-check of one DNS listener over one transport.
+struct DataPathHealth {
+  std::string listener;  // "127.0.0.1:53/udp"
+  bool answered_yet = false;  // some self-check was answered since start
+  bool failing = false;       // failed health.fall times in a row
+  std::string last_error;
+  uint32_t consecutive_failures = 0;
 };
 
 struct ReadinessInputs {
   bool listeners_bound = false;  // configuration loaded and every DNS listener bound
   bool draining = false;
   LoopHeartbeats loops;
-  // Extension point for upstream-aware readiness (issue 4). Until the health checks exist
-  // these stay empty / true and add no reason.
+  // Filled by HealthMonitor (the contributor). Left at their defaults (a process without
+  // health checks, e.g. in HealthServer's own tests) they add no reason.
   bool first_probe_round_done = true;
+  size_t upstreams_unchecked = 0;  // for the reason line while the first round runs
   std::vector<CriticalZoneHealth> critical_zones;
+  std::vector<DataPathHealth> data_path;
 };
 
 struct ReadinessReport {

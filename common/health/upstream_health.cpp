@@ -11,6 +11,10 @@ const char* to_string(UpstreamStatus status) {
   return "unknown";
 }
 
+std::vector<uint64_t> upstream_latency_bounds_us() {
+  return {500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000};
+}
+
 UpstreamHealthTable::UpstreamHealthTable(const Config& config) {
   rules_.resize(config.forward.size());
   for (size_t rule = 0; rule < config.forward.size(); ++rule) {

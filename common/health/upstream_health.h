@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/config/config.h"
+#include "common/metrics/registry.h"
 
 namespace hubdns {
 
@@ -27,19 +28,29 @@ enum class UpstreamStatus : uint8_t {
 
 const char* to_string(UpstreamStatus status);
 
+// Bucket bounds of the per-upstream latency histogram, in microseconds: 0.5 ms (a resolver
+// on the same host or VNet) to 5 s (beyond Azure DNS' slowest recursion).
+std::vector<uint64_t> upstream_latency_bounds_us();
+
 struct UpstreamHealthEntry {
   std::atomic<UpstreamStatus> status{UpstreamStatus::unknown};
 
   // Passive evidence from real traffic, bumped by workers (relaxed, monotonic). The control
   // loop compares them between checks: answers since the last check prove the upstream
-  // works without a probe; failures alone count against it.
+  // works, so a busy upstream is not probed; failures alone are shown (/status, /metrics)
+  // but do not decide, the active probe does (see probe/check_logic.h for why).
   std::atomic<uint64_t> answers{0};   // an answer other than SERVFAIL/REFUSED came back
   std::atomic<uint64_t> failures{0};  // timeout, network error, SERVFAIL or REFUSED
   std::atomic<uint64_t> answer_latency_us_total{0};  // over `answers`, for the average
+  // The same answers' latencies (microseconds) for hubdns_upstream_latency_seconds.
+  // Observed inside record_answer(), so workers make one call per answer, as before; an
+  // observe() is a binary search over 13 bounds and two relaxed fetch_adds, no allocation.
+  Histogram latency{upstream_latency_bounds_us(), 1'000'000};
 
   void record_answer(uint64_t latency_us) {
     answers.fetch_add(1, std::memory_order_relaxed);
     answer_latency_us_total.fetch_add(latency_us, std::memory_order_relaxed);
+    latency.observe(latency_us);
   }
   void record_failure() { failures.fetch_add(1, std::memory_order_relaxed); }
   bool is_down() const { return status.load(std::memory_order_relaxed) == UpstreamStatus::down; }

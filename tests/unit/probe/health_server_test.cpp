@@ -20,9 +20,13 @@
 #include <thread>
 #include <vector>
 
+#include "common/config/config.h"
 #include "common/health/process_state.h"
+#include "common/health/upstream_health.h"
+#include "common/metrics/registry.h"
 #include "common/uv/handle.h"
 #include "common/util/clock.h"
+#include "probe/health_monitor.h"
 #include "probe/health_server.h"
 
 using namespace hubdns;
@@ -481,7 +485,8 @@ TEST_CASE("HealthServer routes: later endpoints are one add_route each") {
     throw std::runtime_error("handler bug");
   });
   server.set_readiness_contributor([](ReadinessInputs& inputs) {
-    inputs.critical_zones.push_back({".", 0, 1});
+    inputs.critical_zones.push_back(
+        {".", {{"192.0.2.1:53", UpstreamStatus::down, true, "timeout", 3}}});
   });
   std::string error;
   REQUIRE_MESSAGE(server.listen({loopback_port_zero()}, &error) == 0, error);
@@ -506,7 +511,7 @@ TEST_CASE("HealthServer routes: later endpoints are one add_route each") {
   CHECK(status_line(results[2].response) == "HTTP/1.1 405 Method Not Allowed");
   CHECK(has_header(results[2].response, "Allow: POST, GET, HEAD"));
   CHECK(status_line(results[3].response) == "HTTP/1.1 503 Service Unavailable");
-  CHECK(body_of(results[3].response) == "critical zone .: no upstream up (0 of 1)\n");
+  CHECK(body_of(results[3].response) == "zone .: no upstream up (192.0.2.1:53: timeout x3)\n");
   CHECK(status_line(results[4].response) == "HTTP/1.1 500 Internal Server Error");
   CHECK(results[4].closed_by_server);
   CHECK(loop.close() == 0);
@@ -536,5 +541,86 @@ TEST_CASE("HealthServer liveness reports a silent worker; azure format stays 200
   CHECK(body_of(plain.response) == "worker 1 event loop has not started\n");
   CHECK(status_line(azure.response) == "HTTP/1.1 200 OK");
   CHECK(body_of(azure.response) == "{\"ApplicationHealthState\":\"Unhealthy\"}\n");
+  CHECK(loop.close() == 0);
+}
+
+TEST_CASE("HealthMonitor: readiness reasons from real checks, /status, POST /drain from loopback") {
+  EventLoop loop;
+  ProcessState state(0);
+  state.set_listeners_bound(true);
+  HealthServer server(loop.get(), state);
+  // An upstream port nothing listens on: every probe ends with ECONNREFUSED at once.
+  int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin);
+  socklen_t length = sizeof sin;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &length);
+  ::close(fd);
+  const std::string upstream = "127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
+
+  auto config = std::make_shared<Config>();
+  config->source = "test \"config\".toml";
+  config->health.interval = Duration(50);
+  config->health.timeout = Duration(40);
+  config->health.rise = 1;
+  config->health.fall = 2;
+  ForwardRule rule;
+  rule.zone = ".";
+  rule.upstreams = {*SocketAddress::parse(upstream, 53)};
+  rule.probe = {".", 6};
+  config->forward.push_back(rule);
+  auto table = std::make_shared<UpstreamHealthTable>(*config);
+  MetricsRegistry metrics;
+  HealthMonitor monitor(loop.get(), &server, config, table, &state, {});
+  monitor.register_metrics(metrics);
+  std::string error;
+  REQUIRE_MESSAGE(server.listen({loopback_port_zero()}, &error) == 0, error);
+  const uint16_t port = first_port(server);
+  CHECK_FALSE(monitor.ready());  // before the first round
+  monitor.start();
+
+  std::vector<Exchange> results;
+  run_with_client(
+      loop,
+      [&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(400));  // several rounds
+        results.push_back(request_once(port, "GET /readyz HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        results.push_back(request_once(port, "GET /status HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        results.push_back(request_once(port, "POST /drain HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        results.push_back(request_once(port, "GET /readyz HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        results.push_back(request_once(port, "GET /drain HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        results.push_back(request_once(port, "POST /undrain HTTP/1.1\r\nConnection: close\r\n\r\n"));
+      },
+      [&] {
+        const std::string rendered = metrics.render();
+        CHECK(rendered.find("hubdns_upstream_up{zone=\".\",upstream=\"" + upstream + "\"} 0\n") != std::string::npos);
+        CHECK(rendered.find("hubdns_upstream_probes_total{zone=\".\",upstream=\"" + upstream +
+                            "\",result=\"network_error\"} ") != std::string::npos);
+        CHECK(rendered.find("hubdns_ready 0\n") != std::string::npos);
+        CHECK(rendered.find("hubdns_config_generation 1\n") != std::string::npos);
+        CHECK(rendered.find("hubdns_upstream_latency_seconds_bucket{zone=\".\",upstream=\"" + upstream +
+                            "\",le=\"+Inf\"} 0\n") != std::string::npos);
+        monitor.close();
+        server.close();
+      });
+
+  REQUIRE(results.size() == 6);
+  CHECK(status_line(results[0].response) == "HTTP/1.1 503 Service Unavailable");
+  CHECK(body_of(results[0].response).rfind("zone .: no upstream up (" + upstream + ": network: ECONNREFUSED x", 0) == 0);
+  CHECK(has_header(results[1].response, "Content-Type: application/json"));
+  const std::string status = body_of(results[1].response);
+  CHECK(status.find("\"ready\":false") != std::string::npos);
+  CHECK(status.find("\"source\":\"test \\\"config\\\".toml\"") != std::string::npos);
+  CHECK(status.find("\"status\":\"down\"") != std::string::npos);
+  CHECK(status.find("\"last_error\":\"network: ECONNREFUSED\"") != std::string::npos);
+  CHECK(status.find("\"first_round_done\":true") != std::string::npos);
+  CHECK(status_line(results[2].response) == "HTTP/1.1 200 OK");
+  CHECK(body_of(results[3].response).rfind("draining\n", 0) == 0);
+  CHECK(status_line(results[4].response) == "HTTP/1.1 405 Method Not Allowed");
+  CHECK(has_header(results[4].response, "Allow: POST"));
+  CHECK(status_line(results[5].response) == "HTTP/1.1 200 OK");
+  CHECK_FALSE(state.draining());
   CHECK(loop.close() == 0);
 }

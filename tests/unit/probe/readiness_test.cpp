@@ -83,14 +83,85 @@ TEST_CASE("liveness looks only at loops") {
   CHECK(evaluate_liveness(control_only).alive);
 }
 
-TEST_CASE("upstream-aware extension points") {
+namespace {
+
+UpstreamHealthSummary upstream(const char* address, UpstreamStatus status, const char* error = "",
+                               uint32_t streak = 0, bool checked = true) {
+  return {address, status, checked, error, streak};
+}
+
+}  // namespace
+
+TEST_CASE("a critical zone without an upstream up gives one line naming each upstream's problem") {
   ReadinessInputs inputs = ready_inputs();
-  inputs.first_probe_round_done = false;
-  inputs.critical_zones.push_back({".", 1, 2});
-  inputs.critical_zones.push_back({"contoso.com.", 0, 2});
+  inputs.critical_zones.push_back({".", {upstream("168.63.129.16:53", UpstreamStatus::up),
+                                         upstream("10.0.0.4:53", UpstreamStatus::down, "timeout", 3)}});
+  inputs.critical_zones.push_back(
+      {"corp.contoso.com", {upstream("192.168.1.10:53", UpstreamStatus::down, "timeout", 3),
+                            upstream("192.168.1.11:53", UpstreamStatus::down, "REFUSED", 1)}});
   ReadinessReport report = evaluate_readiness(inputs);
   CHECK_FALSE(report.ready);
+  REQUIRE(report.reasons.size() == 1);
+  CHECK(report.reasons[0] == "zone corp.contoso.com: no upstream up (192.168.1.10:53: timeout x3; 192.168.1.11:53: REFUSED)");
+}
+
+TEST_CASE("unknown does not count as up") {
+  ReadinessInputs inputs = ready_inputs();
+  inputs.critical_zones.push_back({".", {upstream("192.0.2.1:53", UpstreamStatus::unknown, "timeout", 1),
+                                         upstream("192.0.2.2:53", UpstreamStatus::unknown, "", 0, false)}});
+  ReadinessReport report = evaluate_readiness(inputs);
+  CHECK_FALSE(report.ready);
+  REQUIRE(report.reasons.size() == 1);
+  CHECK(report.reasons[0] ==
+        "zone .: no upstream up (192.0.2.1:53: timeout (not up yet); 192.0.2.2:53: not checked yet)");
+}
+
+TEST_CASE("before the first round: one line, not one per zone") {
+  ReadinessInputs inputs = ready_inputs();
+  inputs.first_probe_round_done = false;
+  inputs.upstreams_unchecked = 2;
+  inputs.critical_zones.push_back({".", {upstream("192.0.2.1:53", UpstreamStatus::unknown, "", 0, false)}});
+  inputs.critical_zones.push_back({"contoso.com", {upstream("192.0.2.2:53", UpstreamStatus::unknown, "", 0, false)}});
+  ReadinessReport report = evaluate_readiness(inputs);
+  CHECK_FALSE(report.ready);
+  REQUIRE(report.reasons.size() == 1);
+  CHECK(report.reasons[0] == "first upstream check round not finished (2 upstreams not checked yet)");
+
+  // A zone whose upstreams already failed is named even while others are still waiting.
+  inputs.critical_zones[1].upstreams[0] = upstream("192.0.2.2:53", UpstreamStatus::down, "SERVFAIL", 2);
+  report = evaluate_readiness(inputs);
   REQUIRE(report.reasons.size() == 2);
-  CHECK(report.reasons[0] == "first upstream probe round not finished");
-  CHECK(report.reasons[1] == "critical zone contoso.com.: no upstream up (0 of 2)");
+  CHECK(report.reasons[1] == "zone contoso.com: no upstream up (192.0.2.2:53: SERVFAIL x2)");
+}
+
+TEST_CASE("data-path self-check: pending and failing listeners are reasons, passing ones are not") {
+  ReadinessInputs inputs = ready_inputs();
+  inputs.data_path.push_back({"127.0.0.1:53/udp", true, false, "", 0});
+  inputs.data_path.push_back({"127.0.0.1:53/tcp", true, true, "timeout", 3});
+  inputs.data_path.push_back({"[::1]:53/udp", false, false, "timeout", 1});
+  inputs.data_path.push_back({"[::1]:53/tcp", false, false, "", 0});
+  ReadinessReport report = evaluate_readiness(inputs);
+  CHECK_FALSE(report.ready);
+  REQUIRE(report.reasons.size() == 3);
+  CHECK(report.reasons[0] == "DNS listener 127.0.0.1:53/tcp did not answer the self-check (timeout x3)");
+  CHECK(report.reasons[1] == "DNS listener [::1]:53/udp has not answered the self-check yet (timeout)");
+  CHECK(report.reasons[2] == "DNS listener [::1]:53/tcp has not answered the self-check yet");
+
+  inputs.data_path.resize(1);
+  CHECK(evaluate_readiness(inputs).ready);
+}
+
+TEST_CASE("reasons keep a stable order: process, loops, first round, zones, data path") {
+  ReadinessInputs inputs = ready_inputs();
+  inputs.draining = true;
+  inputs.first_probe_round_done = false;
+  inputs.upstreams_unchecked = 1;
+  inputs.critical_zones.push_back({".", {upstream("192.0.2.1:53", UpstreamStatus::down, "timeout", 2)}});
+  inputs.data_path.push_back({"127.0.0.1:53/udp", false, false, "", 0});
+  ReadinessReport report = evaluate_readiness(inputs);
+  REQUIRE(report.reasons.size() == 4);
+  CHECK(report.reasons[0] == "draining");
+  CHECK(report.reasons[1].rfind("first upstream check round", 0) == 0);
+  CHECK(report.reasons[2].rfind("zone .:", 0) == 0);
+  CHECK(report.reasons[3].rfind("DNS listener", 0) == 0);
 }

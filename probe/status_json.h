@@ -1,0 +1,103 @@
+// GET /status: what an operator (or `jq`) reads to see why this instance is or is not
+// ready. StatusView is a plain snapshot (HealthMonitor fills it on the control loop from
+// state it already holds); render_status_json() turns it into JSON. Pure; any thread.
+//
+// Shape (stable keys; durations in milliseconds or seconds as the key says; -1 or null
+// where there is nothing to say yet):
+// {
+//   "version": "0.1.0", "uptime_seconds": 12.5,
+//   "ready": false, "reasons": ["zone .: no upstream up (...)"], "draining": false,
+//   "listeners_bound": true,
+//   "config": {"source": "/etc/hubdns/hubdns.toml", "generation": 1},
+//   "health_check": {"interval_ms": 2000, "timeout_ms": 1000, "rise": 2, "fall": 3,
+//                    "first_round_done": true},
+//   "workers": [{"index": 0, "alive": true, "heartbeat_age_ms": 120}],
+//   "listeners": {"dns": ["0.0.0.0:53"], "health": ["0.0.0.0:8053"],
+//                 "tcp_probe": {"addresses": [], "listening": false, "accepted": 0}},
+//   "self_check": [{"listener": "127.0.0.1:53/udp", "state": "passing", ...}],
+//   "zones": [{"zone": ".", "critical": true, "policy": "fastest",
+//              "probe": {"name": ".", "type": "SOA"}, "upstreams_up": 1,
+//              "upstreams": [{"address": "168.63.129.16:53", "status": "up", ...}]}]
+// }
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/health/upstream_health.h"
+#include "probe/check_logic.h"
+
+namespace hubdns {
+
+struct UpstreamStatusView {
+  std::string address;
+  UpstreamStatus status = UpstreamStatus::unknown;
+  int64_t status_age_ms = -1;  // since the last status change; -1: never changed (still unknown)
+  uint32_t consecutive_successes = 0;
+  uint32_t consecutive_failures = 0;
+  std::string last_error;      // "" if none yet
+  int64_t last_error_age_ms = -1;
+  int64_t last_probe_latency_us = -1;
+  std::array<uint64_t, kProbeResultCount> probe_results{};
+  uint64_t probes_in_flight = 0;
+  uint64_t traffic_checks = 0;  // rounds decided by real answers, no probe sent
+  uint64_t answers = 0;         // real traffic (the DNS workers' passive evidence)
+  uint64_t failures = 0;
+  int64_t average_latency_us = -1;  // over `answers`; -1 when there were none
+};
+
+struct ZoneStatusView {
+  std::string zone;  // "." or "corp.contoso.com"
+  bool critical = false;
+  std::string policy;
+  std::string probe_name;
+  std::string probe_type;
+  std::vector<UpstreamStatusView> upstreams;
+};
+
+struct SelfCheckView {
+  std::string listener;  // "127.0.0.1:53/udp"
+  SelfCheckState state = SelfCheckState::pending;
+  uint32_t consecutive_failures = 0;
+  std::string last_error;
+  int64_t last_latency_us = -1;
+  std::string answered_by;  // "worker 1"
+  uint64_t checks = 0;
+  uint64_t failures = 0;
+};
+
+struct WorkerView {
+  unsigned index = 0;
+  bool alive = false;
+  int64_t heartbeat_age_ms = -1;  // -1: never beat
+};
+
+struct StatusView {
+  std::string version;
+  double uptime_seconds = 0;
+  bool ready = false;
+  std::vector<std::string> reasons;
+  bool draining = false;
+  bool listeners_bound = false;
+  std::string config_source;
+  uint64_t config_generation = 0;
+  uint64_t interval_ms = 0;
+  uint64_t timeout_ms = 0;
+  uint32_t rise = 0;
+  uint32_t fall = 0;
+  bool first_round_done = false;
+  std::vector<WorkerView> workers;
+  std::vector<std::string> dns_listeners;
+  std::vector<std::string> health_listeners;
+  std::vector<std::string> tcp_probe_addresses;
+  bool tcp_probe_listening = false;
+  uint64_t tcp_probe_accepted = 0;
+  std::vector<SelfCheckView> self_checks;
+  std::vector<ZoneStatusView> zones;
+};
+
+std::string render_status_json(const StatusView& view);
+
+}  // namespace hubdns
