@@ -109,7 +109,7 @@ void DnsExchange::finish(int error) {
 }
 
 void DnsExchange::close_handles() {
-  auto close = [this](uv_handle_t* handle, bool* open) {
+  auto close = [](uv_handle_t* handle, bool* open) {
     if (!*open) return;
     *open = false;
     if (!uv_is_closing(handle)) uv_close(handle, on_closed);

@@ -24,6 +24,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<uint8_t> copy(data, data + size);
     copy.resize(size + 32);
     truncate_response(copy.data(), copy.size(), info.question_end, info.has_edns, info.edns_do, 1232);
+    uint8_t upstream[kHeaderSize + kMaxNameWireLength + 4 + 64];
+    build_upstream_query(data, info, 1232, upstream, sizeof upstream);
+    build_txt_answer(data, info, "worker 0", 1232, upstream, sizeof upstream);
   }
   return 0;
 }
