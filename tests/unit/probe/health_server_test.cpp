@@ -28,6 +28,7 @@
 #include "common/util/clock.h"
 #include "probe/health_monitor.h"
 #include "probe/health_server.h"
+#include "tests/unit/probe/probe_test_support.h"
 
 using namespace hubdns;
 
@@ -550,15 +551,7 @@ TEST_CASE("HealthMonitor: readiness reasons from real checks, /status, POST /dra
   state.set_listeners_bound(true);
   HealthServer server(loop.get(), state);
   // An upstream port nothing listens on: every probe ends with ECONNREFUSED at once.
-  int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin);
-  socklen_t length = sizeof sin;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &length);
-  ::close(fd);
-  const std::string upstream = "127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
+  const std::string upstream = test::closed_loopback_port().to_string();
 
   auto config = std::make_shared<Config>();
   config->source = "test \"config\".toml";

@@ -26,6 +26,7 @@
 #include "common/uv/handle.h"
 #include "probe/dns_exchange.h"
 #include "probe/probe_query.h"
+#include "tests/unit/probe/probe_test_support.h"
 #include "probe/self_check.h"
 #include "probe/tcp_probe_port.h"
 #include "probe/upstream_checker.h"
@@ -146,18 +147,7 @@ class FakeDnsServer {
   std::thread thread_;
 };
 
-// A loopback port nothing listens on (UDP and TCP): bound, read, closed.
-SocketAddress closed_port() {
-  int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin);
-  socklen_t length = sizeof sin;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &length);
-  ::close(fd);
-  return *SocketAddress::parse("127.0.0.1", ntohs(sin.sin_port));
-}
+SocketAddress closed_port() { return test::closed_loopback_port(); }
 
 // Runs the loop until done() is true or timeout_ms passed; returns done().
 bool run_until(EventLoop& loop, const std::function<bool()>& done, uint64_t timeout_ms = 3000) {
