@@ -166,6 +166,23 @@ def main() -> int:
                  f"{k['lat_n']:,} / {k['lat_lost']} | |")
     print("\n".join(lines))
 
+    # The floor: what the kernel alone costs per relayed query (bench/floor_relay.c).
+    floor_sat = [r for r in rows if r.get("kind") == "sat" and r.get("fwd") == "floor"]
+    floor_cpu = [fnum(r["cpu_s"]) * 1e6 / fnum(r["queries"]) for r in floor_sat if fnum(r["queries"]) > 0]
+    if floor_cpu:
+        fv, hv, kv = med(floor_cpu), med(h["cpu_us"]), med(k["cpu_us"])
+        fq = med([fnum(r["qps"]) for r in floor_sat])
+        print()
+        print("The floor (bench/floor_relay.c: the same four datagrams per query with batched system calls, "
+              "a connected upstream socket and no user-space work to speak of):")
+        print()
+        print("| measure | floor | floor/dnsdist | hubdns/floor | dnsdist/floor |")
+        print("|---|---:|---:|---:|---:|")
+        print(f"| CPU time per query at saturation, µs | {fmt(fv, 2)}{spread(floor_cpu, 2)} | {ratio(fv, kv)} | "
+              f"{ratio(hv, fv)} | {ratio(kv, fv)} |")
+        print(f"| queries/s at saturation | {fmt(fq, 0)} | {ratio(fq, med(k['qps']))} | {ratio(med(h['qps']), fq)} | "
+              f"{ratio(med(k['qps']), fq)} |")
+
     # Syscall breakdown.
     print()
     method = next((r.get("method") for r in rows if r.get("kind") == "sys"), "none")
@@ -211,13 +228,25 @@ def main() -> int:
     rz = [r for r in rows if r.get("kind") == "readyz"]
     if rz:
         print()
-        print("hubdns GET /readyz latency (sequential requests, a new TCP connection each):")
+        print("GET /readyz latency (sequential requests, a new TCP connection each; http_floor is the "
+              "minimal responder on hubdns's CPU, the yardstick for what the scheduler allows):")
         print()
-        print("| while | requests | 200 | failed | p50 ms | p99 ms | max ms |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("| target | while | requests | 200 | failed | p50 ms | p90 ms | p99 ms | max ms |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in rz:
-            print(f"| {r.get('phase','?').replace('_', ' ')} | {r.get('count')} | {r.get('ok')} | {r.get('fail')} | "
-                  f"{r.get('p50_ms')} | {r.get('p99_ms')} | {r.get('max_ms')} |")
+            print(f"| {r.get('target', 'hubdns')} | {r.get('phase', '?').replace('_', ' ')} | {r.get('count')} | "
+                  f"{r.get('ok')} | {r.get('fail')} | {r.get('p50_ms')} | {r.get('p90_ms', 'n/a')} | "
+                  f"{r.get('p99_ms')} | {r.get('max_ms')} |")
+        for target in ("hubdns", "http_floor"):
+            p99 = [fnum(r.get("p99_ms")) for r in rz if r.get("target") == target and r.get("phase") == "saturated"]
+            if p99:
+                print()
+                print(f"{target}: p99 under saturation, median of {len(p99)} rounds: {fmt(med(p99), 3)} ms"
+                      f"{spread(p99, 3)}")
+        load = next((r for r in rows if r.get("kind") == "readyz_load"), None)
+        if load:
+            print()
+            print(f"(dnsperf's rate against hubdns during the loaded rounds: {fmt(fnum(load.get('qps')), 0)} q/s)")
     return 0
 
 

@@ -42,6 +42,9 @@ UP_PORT=${BENCH_UP_PORT:-25353}
 HUB_PORT=${BENCH_HUB_PORT:-25301}
 HEALTH_PORT=${BENCH_HEALTH_PORT:-28053}
 DD_PORT=${BENCH_DD_PORT:-25302}
+FLOOR_PORT=${BENCH_FLOOR_PORT:-25303}         # bench/floor_relay.c, the yardstick (see below)
+HTTP_FLOOR_PORT=${BENCH_HTTP_FLOOR_PORT:-28054} # bench/http_floor.c, the /readyz yardstick
+READYZ_COUNT=${BENCH_READYZ_COUNT:-1000}     # GET /readyz per probing round
 ADDR=127.0.0.1                               # loopback only, by design: not a knob
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -173,6 +176,21 @@ else
 fi
 [[ -x $HUBDNS ]] || die "no hubdns binary at $HUBDNS"
 
+# The floor relay: the kernel's own cost of relaying a query (four datagrams) with next to
+# no user-space work; no forwarder can go below it (bench/floor_relay.c says why).
+mkdir -p "$BUILD_DIR"
+FLOOR=$BUILD_DIR/floor_relay
+cc -O2 -Wall -Wextra -o "$FLOOR" "$BENCH/floor_relay.c" || die "building bench/floor_relay.c failed"
+# The /readyz probe client and its yardstick, a minimal HTTP responder (see their headers).
+RZ=$BUILD_DIR/readyz_probe
+HTTP_FLOOR=$BUILD_DIR/http_floor
+cc -O2 -Wall -Wextra -o "$RZ" "$BENCH/readyz_probe.c" || die "building bench/readyz_probe.c failed"
+cc -O2 -Wall -Wextra -o "$HTTP_FLOOR" "$BENCH/http_floor.c" || die "building bench/http_floor.c failed"
+# The probe client runs at a real-time priority where allowed: a load balancer's probe comes
+# from the network, so the client's own wake-up delays on the busy load CPU must not count.
+if chrt -f 10 true 2>/dev/null; then RZ_RUN=(chrt -f 10 taskset -c "$LOAD_CPU" "$RZ"); RZ_PRIO="SCHED_FIFO 10"
+else RZ_RUN=("${PRIO[@]}" taskset -c "$LOAD_CPU" "$RZ"); RZ_PRIO="nice $NICE (chrt -f not permitted here)"; fi
+
 # ---- work dir, data, configurations ---------------------------------------------------
 rm -rf "$WORK"
 mkdir -p "$WORK/knot" "$WORK/lat"
@@ -180,7 +198,7 @@ python3 "$BENCH/gen_data.py" "$WORK" || die "generating the zone and query files
 RESULTS=$WORK/results.txt
 : >"$RESULTS"
 
-for p in "$UP_PORT" "$HUB_PORT" "$HEALTH_PORT" "$DD_PORT"; do
+for p in "$UP_PORT" "$HUB_PORT" "$HEALTH_PORT" "$DD_PORT" "$FLOOR_PORT" "$HTTP_FLOOR_PORT"; do
   if [[ -n $(ss -Hlnu "sport = :$p") || -n $(ss -Hlnt "sport = :$p") ]]; then
     die "port $p is already in use on this machine (set BENCH_*_PORT to another port)"
   fi
@@ -261,7 +279,7 @@ others_cpu() { # OTHERS = utime+stime+cutime+cstime summed over every process th
   # of this benchmark (this shell with the children it reaped, knotd, hubdns, dnsdist),
   # kernel threads included, seconds. Its change over a round is the CPU the rest of the
   # machine used meanwhile: a process that exits is counted in its parent's cutime.
-  OTHERS=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v t="$CLK_TCK" -v skip=" $$ $UP_PID $HUB_PID $DD_PID " '
+  OTHERS=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v t="$CLK_TCK" -v skip=" $$ $UP_PID $HUB_PID $DD_PID $FLOOR_PID $HTTP_FLOOR_PID " '
     { pid = $1; if (index(skip, " " pid " ")) next
       line = $0; sub(/^[0-9]+ \(.*\) /, "", line); split(line, f, " ")
       s += f[12] + f[13] + f[14] + f[15] }
@@ -321,7 +339,7 @@ start hubdns "$WORK/hubdns.log" "${PRIO[@]}" taskset -c "$FWD_CPU" "$HUBDNS" --c
 HUB_PID=$STARTED
 comm_is "$HUB_PID" hubdns || { alive_or_die hubdns "$HUB_PID" "$WORK/hubdns.log"; die "pid $HUB_PID is not hubdns: the setsid/nice/taskset wrappers did not exec as expected"; }
 deadline=$((SECONDS + 20))
-until "${PRIO[@]}" taskset -c "$LOAD_CPU" python3 "$BENCH/readyz_probe.py" "$ADDR" "$HEALTH_PORT" --count 1 --timeout 1 --deadline 2 2>/dev/null | grep -q ' ok=1 '; do
+until timeout 5 "$RZ" "$ADDR" "$HEALTH_PORT" 1 /readyz 1000 2>/dev/null | grep -q ' ok=1 '; do
   alive_or_die hubdns "$HUB_PID" "$WORK/hubdns.log"
   ((SECONDS < deadline)) || die "hubdns /readyz is not 200 within 20 s (log: $WORK/hubdns.log)"
   sleep 0.2
@@ -334,8 +352,24 @@ DD_PID=$STARTED
 comm_is "$DD_PID" dnsdist || { alive_or_die dnsdist "$DD_PID" "$WORK/dnsdist.log"; die "pid $DD_PID is not dnsdist: the setsid/nice/taskset wrappers did not exec as expected"; }
 wait_answer dnsdist "$DD_PORT" "$DD_PID" "$WORK/dnsdist.log"
 
-port_of() { if [[ $1 == hubdns ]]; then echo "$HUB_PORT"; else echo "$DD_PORT"; fi; }
-pid_of() { if [[ $1 == hubdns ]]; then echo "$HUB_PID"; else echo "$DD_PID"; fi; }
+log "starting the floor relay on $ADDR:$FLOOR_PORT, CPU $FWD_CPU"
+start floor "$WORK/floor.log" "${PRIO[@]}" taskset -c "$FWD_CPU" "$FLOOR" "$FLOOR_PORT" "$UP_PORT"
+FLOOR_PID=$STARTED
+comm_is "$FLOOR_PID" floor_relay || { alive_or_die floor "$FLOOR_PID" "$WORK/floor.log"; die "pid $FLOOR_PID is not floor_relay"; }
+wait_answer floor "$FLOOR_PORT" "$FLOOR_PID" "$WORK/floor.log"
+
+log "starting the minimal HTTP responder on $ADDR:$HTTP_FLOOR_PORT, CPU $FWD_CPU"
+start http_floor "$WORK/http_floor.log" "${PRIO[@]}" taskset -c "$FWD_CPU" "$HTTP_FLOOR" "$HTTP_FLOOR_PORT"
+HTTP_FLOOR_PID=$STARTED
+deadline=$((SECONDS + 10))
+until timeout 5 "$RZ" "$ADDR" "$HTTP_FLOOR_PORT" 1 / 1000 2>/dev/null | grep -q ' ok=1 '; do
+  alive_or_die http_floor "$HTTP_FLOOR_PID" "$WORK/http_floor.log"
+  ((SECONDS < deadline)) || die "http_floor does not answer within 10 s"
+  sleep 0.2
+done
+
+port_of() { case $1 in hubdns) echo "$HUB_PORT" ;; dnsdist) echo "$DD_PORT" ;; *) echo "$FLOOR_PORT" ;; esac; }
+pid_of() { case $1 in hubdns) echo "$HUB_PID" ;; dnsdist) echo "$DD_PID" ;; *) echo "$FLOOR_PID" ;; esac; }
 log_of() { echo "$WORK/$1.log"; }
 
 # measure KIND FWD ROUND SECONDS [dnsperf options...]: one dnsperf run with CPU accounting
@@ -456,6 +490,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   if ((r % 2)); then order=(hubdns dnsdist); else order=(dnsdist hubdns); fi
   log "round $r/$ROUNDS: saturation (${SAT_SECONDS} s), then $RATE q/s (${RATE_SECONDS} s), order ${order[*]}"
   for f in "${order[@]}"; do measure sat "$f" "$r" "$SAT_SECONDS"; done
+  measure sat floor "$r" "$SAT_SECONDS" # saturation only: its CPU per query is the yardstick
   for f in "${order[@]}"; do measure rate "$f" "$r" "$RATE_SECONDS" -Q "$RATE" -v; done
 done
 
@@ -467,24 +502,31 @@ if [[ $SYS_METHOD != none ]]; then
   done
 fi
 
-log "hubdns /readyz latency: idle, then while dnsperf saturates the DNS worker"
-rz=$(timeout 60 "${PRIO[@]}" taskset -c "$LOAD_CPU" python3 "$BENCH/readyz_probe.py" "$ADDR" "$HEALTH_PORT" --count 200 --deadline 30) ||
-  die "the /readyz probe client failed"
-echo "kind=readyz phase=idle $rz" >>"$RESULTS"
-load_secs=20
+log "GET /readyz latency, hubdns and the minimal responder alternately: idle, then while dnsperf saturates hubdns's DNS worker"
+# probe_round PHASE: one round of READYZ_COUNT requests to each, hubdns first then the floor
+probe_round() {
+  local rz
+  rz=$(timeout 120 "${RZ_RUN[@]}" "$ADDR" "$HEALTH_PORT" "$READYZ_COUNT" /readyz 2000) || die "the /readyz probe client failed"
+  echo "kind=readyz target=hubdns phase=$1 $rz" >>"$RESULTS"
+  rz=$(timeout 120 "${RZ_RUN[@]}" "$ADDR" "$HTTP_FLOOR_PORT" "$READYZ_COUNT" / 2000) || die "the probe client failed against http_floor"
+  echo "kind=readyz target=http_floor phase=$1 $rz" >>"$RESULTS"
+}
+probe_round idle
+load_secs=30
 timeout -k 5 $((load_secs + 30)) "${PRIO[@]}" taskset -c "$LOAD_CPU" dnsperf -s "$ADDR" -p "$HUB_PORT" -d "$WORK/queries.txt" \
   -l "$load_secs" -t 2 -q "$OUTSTANDING" -c "$CLIENTS" >"$WORK/lat/readyz-load.txt" 2>&1 &
 lpid=$!
 PIDS+=("$lpid")
 NAMES+=(dnsperf)
 sleep 2
-rz=$(timeout 60 "${PRIO[@]}" taskset -c "$LOAD_CPU" python3 "$BENCH/readyz_probe.py" "$ADDR" "$HEALTH_PORT" --count 200 --deadline $((load_secs - 4))) ||
-  die "the /readyz probe client failed"
-# Was the load still running when the probing ended? (otherwise the figure is not "under load")
-if kill -0 "$lpid" 2>/dev/null; then phase=dnsperf_saturating_hubdns; else phase=load_ended_early; fi
+for ((r = 1; r <= 3; r++)); do
+  probe_round saturated
+  # The load must still be running when a round ends, otherwise it is not "under load".
+  kill -0 "$lpid" 2>/dev/null || die "dnsperf ended before the /readyz rounds under load did: raise load_secs"
+done
 wait "$lpid" || die "dnsperf (load for the /readyz round) failed"
 forget "$lpid"
-echo "kind=readyz phase=$phase $rz load_qps=$(dp "$WORK/lat/readyz-load.txt" "Queries per second:")" >>"$RESULTS"
+echo "kind=readyz_load qps=$(dp "$WORK/lat/readyz-load.txt" "Queries per second:")" >>"$RESULTS"
 
 # ---- report ---------------------------------------------------------------------------
 {
@@ -504,6 +546,8 @@ echo "kind=readyz phase=$phase $rz load_qps=$(dp "$WORK/lat/readyz-load.txt" "Qu
   echo "$ROUNDS rounds each, alternating which forwarder goes first; syscalls counted in separate ${SYS_SECONDS} s rounds ($SYS_METHOD)."
   echo "hubdns: workers = 1, cache off, one rule \".\" to knotd (sequential), max_inflight = 100000, max_outstanding = 65535."
   echo "dnsdist: one setLocal listener, newServer to knotd, setMaxUDPOutstanding(65535), no packet cache, no console."
+  echo "GET /readyz: bench/readyz_probe.c on CPU $LOAD_CPU at $RZ_PRIO, $READYZ_COUNT sequential requests per round (a new TCP connection each), alternating between hubdns and bench/http_floor.c (a blocking single-thread responder pinned to CPU $FWD_CPU beside hubdns): one idle round, then three while dnsperf saturates hubdns."
+  echo "floor: bench/floor_relay.c, saturation rounds only (after the other two in each round): recvmmsg/sendmmsg, one socket connected to knotd, no parsing, no checks, no timeouts."
   echo
   python3 "$BENCH/report.py" "$WORK"
   echo

@@ -1,5 +1,6 @@
 #include "forwarder/dns_worker.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -181,6 +182,11 @@ bool DnsWorkerLoop::prepare(std::string* error) {
 }
 
 void DnsWorkerLoop::run() {
+  // "dns0", "dns1"...: what `top -H` and `ps -T` show for this thread, so an operator can
+  // tell a busy DNS worker from the control loop (the main thread keeps the process name).
+  char thread_name[16];
+  std::snprintf(thread_name, sizeof thread_name, "dns%u", index_);
+  pthread_setname_np(pthread_self(), thread_name);
   state_->worker_heartbeat(index_, monotonic_ms());
   uv_timer_start(
       heartbeat_timer_.get(),

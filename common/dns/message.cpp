@@ -23,26 +23,6 @@ size_t uncompressed_name_length(const uint8_t* msg, size_t length, size_t offset
   }
 }
 
-// Skips a possibly compressed name in a resource record; returns the offset after it, or
-// 0 if malformed. Pointers are not followed (skipping only needs the length here).
-size_t skip_name(const uint8_t* msg, size_t length, size_t offset) {
-  size_t pos = offset;
-  while (true) {
-    if (pos >= length) return 0;
-    uint8_t label_length = msg[pos];
-    if (label_length == 0) return pos + 1;
-    if ((label_length & 0xC0) == 0xC0) {
-      if (pos + 2 > length) return 0;
-      size_t target = static_cast<size_t>(read_u16(msg + pos) & 0x3FFF);
-      if (target >= pos) return 0;  // pointers must point backwards
-      return pos + 2;
-    }
-    if ((label_length & 0xC0) != 0) return 0;
-    pos += 1u + label_length;
-    if (pos - offset > kMaxNameWireLength) return 0;
-  }
-}
-
 uint8_t ascii_lower(uint8_t c) { return (c >= 'A' && c <= 'Z') ? static_cast<uint8_t>(c + 32) : c; }
 
 size_t write_opt_record(uint8_t* out, size_t capacity, uint16_t udp_size, bool dnssec_ok,
@@ -67,6 +47,24 @@ size_t write_opt_record(uint8_t* out, size_t capacity, uint16_t udp_size, bool d
 }
 
 }  // namespace
+
+size_t skip_name(const uint8_t* msg, size_t length, size_t offset) {
+  size_t pos = offset;
+  while (true) {
+    if (pos >= length) return 0;
+    uint8_t label_length = msg[pos];
+    if (label_length == 0) return pos + 1;
+    if ((label_length & 0xC0) == 0xC0) {
+      if (pos + 2 > length) return 0;
+      size_t target = static_cast<size_t>(read_u16(msg + pos) & 0x3FFF);
+      if (target >= pos) return 0;  // pointers must point backwards
+      return pos + 2;
+    }
+    if ((label_length & 0xC0) != 0) return 0;
+    pos += 1u + label_length;
+    if (pos - offset > kMaxNameWireLength) return 0;
+  }
+}
 
 QueryCheck parse_query(const uint8_t* msg, size_t length, QueryInfo* info) {
   *info = QueryInfo{};
@@ -244,6 +242,41 @@ size_t truncate_response(uint8_t* msg, size_t length, size_t question_end, bool 
     }
   }
   return pos;
+}
+
+size_t add_extended_error(uint8_t* msg, size_t length, size_t capacity, ExtendedError ede) {
+  if (ede == ExtendedError::none || length < kHeaderSize) return length;
+  unsigned question_count = read_u16(msg + 4);
+  unsigned records_before_additional = static_cast<unsigned>(read_u16(msg + 6)) + read_u16(msg + 8);
+  unsigned additional = read_u16(msg + 10);
+  size_t pos = kHeaderSize;
+  for (unsigned i = 0; i < question_count; ++i) {
+    pos = skip_name(msg, length, pos);
+    if (pos == 0 || pos + 4 > length) return length;
+    pos += 4;
+  }
+  for (unsigned i = 0; i < records_before_additional + additional; ++i) {
+    size_t record_start = pos;
+    pos = skip_name(msg, length, pos);
+    if (pos == 0 || pos + 10 > length) return length;
+    uint16_t type = read_u16(msg + pos);
+    uint16_t rdlength = read_u16(msg + pos + 8);
+    size_t rdata_end = pos + 10 + rdlength;
+    if (rdata_end > length) return length;
+    bool is_opt = type == kTypeOpt && i >= records_before_additional && pos == record_start + 1;
+    if (is_opt) {
+      constexpr size_t kOptionSize = 6;  // code, length, info-code
+      if (length + kOptionSize > capacity || rdlength + kOptionSize > 0xFFFF) return length;
+      std::memmove(msg + rdata_end + kOptionSize, msg + rdata_end, length - rdata_end);
+      write_u16(msg + rdata_end, 15);  // option code: Extended DNS Error
+      write_u16(msg + rdata_end + 2, 2);
+      write_u16(msg + rdata_end + 4, static_cast<uint16_t>(ede));
+      write_u16(msg + pos + 8, static_cast<uint16_t>(rdlength + kOptionSize));
+      return length + kOptionSize;
+    }
+    pos = rdata_end;
+  }
+  return length;
 }
 
 }  // namespace hubdns::dns

@@ -55,6 +55,23 @@ inline void write_u16(uint8_t* p, uint16_t v) {
   p[1] = static_cast<uint8_t>(v & 0xFF);
 }
 
+inline uint32_t read_u32(const uint8_t* p) {
+  return (static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) |
+         (static_cast<uint32_t>(p[2]) << 8) | p[3];
+}
+inline void write_u32(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 24);
+  p[1] = static_cast<uint8_t>(v >> 16);
+  p[2] = static_cast<uint8_t>(v >> 8);
+  p[3] = static_cast<uint8_t>(v);
+}
+
+// Skips a possibly compressed name (a record's owner, or a name inside RDATA) that must
+// end before `length`; returns the offset after it, or 0 if malformed. A pointer ends the
+// name and is not followed (skipping only needs the length), and must point backwards
+// (RFC 1035 4.1.4), which is what rules out loops.
+size_t skip_name(const uint8_t* msg, size_t length, size_t offset);
+
 inline uint16_t message_id(const uint8_t* msg) { return read_u16(msg); }
 inline void set_message_id(uint8_t* msg, uint16_t id) { write_u16(msg, id); }
 inline uint16_t message_flags(const uint8_t* msg) { return read_u16(msg + 2); }
@@ -124,6 +141,14 @@ size_t build_txt_answer(const uint8_t* query, const QueryInfo& info, const char*
 // length.
 size_t truncate_response(uint8_t* msg, size_t length, size_t question_end, bool client_edns,
                          bool client_do, uint16_t our_udp_size);
+
+// Appends an Extended DNS Error option (RFC 8914, info-code only) to the OPT record of the
+// answer in msg (length bytes, capacity bytes of room), moving any records after the OPT.
+// Used for answers that come from elsewhere than a fresh upstream reply (a stale cache
+// entry): only answers to EDNS clients carry an OPT, so an answer without one is left as
+// it is. Returns the new length; `length` unchanged when there is no OPT, the message is
+// malformed or the option does not fit.
+size_t add_extended_error(uint8_t* msg, size_t length, size_t capacity, ExtendedError ede);
 
 // The largest UDP answer the client can take: 512 without EDNS, otherwise its advertised
 // size capped by ours.

@@ -16,6 +16,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (check != QueryCheck::ok) info.question_end = 0;
     build_error_response(data, info, kServFail, ExtendedError::no_reachable_authority, 1232, out, sizeof out);
   }
+  {
+    // The bytes as an answer that gets an Extended DNS Error added (stale cache answers).
+    std::vector<uint8_t> answer(data, data + size);
+    answer.resize(size + 16);
+    size_t grown = add_extended_error(answer.data(), size, answer.size(), ExtendedError::stale_answer);
+    if (grown != size && grown != size + 6) __builtin_trap();
+  }
   if (check == QueryCheck::ok) {
     uint8_t lower[kMaxNameWireLength];
     lowercase_wire_name(data + info.qname_offset, info.qname_length, lower);

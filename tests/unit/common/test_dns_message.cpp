@@ -6,27 +6,14 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/common/wire_test_support.h"
 #include "common/dns/message.h"
 
 using namespace hubdns::dns;
 
 namespace {
 
-std::vector<uint8_t> wire_name(const std::string& name) {
-  std::vector<uint8_t> out;
-  size_t start = 0;
-  while (start < name.size()) {
-    size_t dot = name.find('.', start);
-    if (dot == std::string::npos) dot = name.size();
-    if (dot > start) {
-      out.push_back(static_cast<uint8_t>(dot - start));
-      out.insert(out.end(), name.begin() + static_cast<long>(start), name.begin() + static_cast<long>(dot));
-    }
-    start = dot + 1;
-  }
-  out.push_back(0);
-  return out;
-}
+using hubdns::test::wire_name;
 
 std::vector<uint8_t> make_query(const std::string& name, uint16_t qtype = 1, uint16_t id = 0x1234,
                                 int edns_size = -1, bool dnssec_ok = false) {
@@ -235,4 +222,43 @@ TEST_CASE("a TXT answer of our own: one record, TTL 0, owner compressed to the q
   CHECK(read_u16(record + 2) == 16);
   CHECK(record[12] == 8);
   CHECK(std::memcmp(record + 13, "worker 3", 8) == 0);
+}
+
+TEST_CASE("an Extended DNS Error is appended to an answer's OPT, records after it are kept") {
+  // An answer: header, question, one A record (owner compressed to the question), then in
+  // the additional section the OPT followed by another record, to check the move.
+  auto msg = make_query("example.com", 1, 0x4242, 1232);
+  QueryInfo info;
+  REQUIRE(parse_query(msg.data(), msg.size(), &info) == QueryCheck::ok);
+  std::vector<uint8_t> answer(msg.begin(), msg.begin() + static_cast<long>(info.question_end));
+  write_u16(answer.data() + 2, kFlagQr | kFlagRd | kFlagRa);
+  write_u16(answer.data() + 6, 1);   // ANCOUNT
+  write_u16(answer.data() + 10, 2);  // ARCOUNT: OPT + one A glue
+  const uint8_t a_record[] = {0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0x0E, 0x10, 0, 4, 192, 0, 2, 1};
+  answer.insert(answer.end(), a_record, a_record + sizeof a_record);
+  const uint8_t opt[] = {0, 0, 41, 0x04, 0xD0, 0, 0, 0x80, 0, 0, 0};
+  answer.insert(answer.end(), opt, opt + sizeof opt);
+  size_t opt_start = answer.size() - sizeof opt;
+  answer.insert(answer.end(), a_record, a_record + sizeof a_record);
+  size_t length = answer.size();
+  answer.resize(length + 64);
+
+  size_t grown = add_extended_error(answer.data(), length, answer.size(), ExtendedError::stale_answer);
+  REQUIRE(grown == length + 6);
+  CHECK(read_u16(answer.data() + opt_start + 9) == 6);    // OPT RDLENGTH
+  CHECK(read_u16(answer.data() + opt_start + 11) == 15);  // option code EDE
+  CHECK(read_u16(answer.data() + opt_start + 13) == 2);
+  CHECK(read_u16(answer.data() + opt_start + 15) == 3);   // Stale Answer
+  CHECK(read_u16(answer.data() + opt_start + 7) == 0x8000);  // DO bit untouched
+  CHECK(std::memcmp(answer.data() + opt_start + 17, a_record, sizeof a_record) == 0);
+
+  // No OPT (a client without EDNS): nothing to add to. No room: unchanged.
+  std::vector<uint8_t> bare(answer.begin(), answer.begin() + static_cast<long>(opt_start));
+  write_u16(bare.data() + 10, 0);
+  size_t bare_length = bare.size();
+  bare.resize(bare_length + 64);
+  CHECK(add_extended_error(bare.data(), bare_length, bare.size(), ExtendedError::stale_answer) == bare_length);
+  CHECK(add_extended_error(answer.data(), grown, grown + 5, ExtendedError::stale_answer) == grown);
+  // Truncated in the middle of a record: left alone.
+  CHECK(add_extended_error(answer.data(), opt_start + 4, answer.size(), ExtendedError::stale_answer) == opt_start + 4);
 }
