@@ -12,6 +12,10 @@
 // next to nothing. Any real forwarder (hubdns, dnsdist) costs at least that much; the
 // benchmark prints it so the ratio targets can be read against what is possible at all.
 //
+// With UPSTREAM_PORT 0 it is the floor of a cache hit instead: every query goes straight
+// back with QR set (two datagrams per query, no upstream), what a packet cache that did
+// no work at all would cost.
+//
 // Usage: floor_relay LISTEN_PORT UPSTREAM_PORT   (both on 127.0.0.1; runs until killed)
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -53,7 +57,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   int listener = udp_socket((uint16_t)atoi(argv[1]), 0);
-  int upstream = udp_socket((uint16_t)atoi(argv[2]), 1);
+  int echo = atoi(argv[2]) == 0;
+  int upstream = echo ? listener : udp_socket((uint16_t)atoi(argv[2]), 1);
   if (listener < 0 || upstream < 0) {
     perror("floor_relay: socket");
     return 2;
@@ -63,7 +68,7 @@ int main(int argc, char** argv) {
   static struct iovec iov[kBatch];
   static struct mmsghdr messages[kBatch];
   uint16_t next_id = 0;
-  struct pollfd fds[2] = {{.fd = listener, .events = POLLIN}, {.fd = upstream, .events = POLLIN}};
+  struct pollfd fds[2] = {{.fd = listener, .events = POLLIN}, {.fd = echo ? -1 : upstream, .events = POLLIN}};
   for (;;) {
     if (poll(fds, 2, -1) < 0 && errno != EINTR) return 3;
     for (int which = 0; which < 2; ++which) {
@@ -82,7 +87,11 @@ int main(int argc, char** argv) {
           unsigned length = messages[i].msg_len;
           if (length < 12) continue;
           uint16_t id = (uint16_t)(data[0] << 8 | data[1]);
-          if (which == 0) {  // client query: remember its origin, send it upstream
+          if (echo) {  // the cache-hit floor: the query itself, as an answer, to its sender
+            data[2] |= 0x80;
+            messages[out].msg_hdr = (struct msghdr){.msg_name = &peers[i], .msg_namelen = sizeof peers[i],
+                                                    .msg_iov = &iov[i], .msg_iovlen = 1};
+          } else if (which == 0) {  // client query: remember its origin, send it upstream
             origins[next_id] = (struct Origin){.client = peers[i], .client_id = id};
             data[0] = (uint8_t)(next_id >> 8);
             data[1] = (uint8_t)next_id;
@@ -101,7 +110,7 @@ int main(int argc, char** argv) {
         }
         // Each datagram's message already points at its own buffer: send them in order.
         for (int sent = 0; sent < out;) {
-          int n = sendmmsg(which == 0 ? upstream : listener, messages + sent, (unsigned)(out - sent), 0);
+          int n = sendmmsg(which == 0 && !echo ? upstream : listener, messages + sent, (unsigned)(out - sent), 0);
           if (n <= 0) break;  // a full send buffer loses the rest: dnsperf counts them lost
           sent += n;
         }

@@ -96,42 +96,55 @@ def spread(xs, digits=1):
 def main() -> int:
     workdir = sys.argv[1]
     rows = parse(os.path.join(workdir, "results.txt"))
-    m = {f: {} for f in FWDS}
-    for f in FWDS:
-        sat = [r for r in rows if r.get("kind") == "sat" and r.get("fwd") == f]
-        rate = [r for r in rows if r.get("kind") == "rate" and r.get("fwd") == f]
-        sysr = {r.get("mode"): r for r in rows if r.get("kind") == "sys" and r.get("fwd") == f}
-        d = m[f]
-        d["rounds"] = len(sat)
-        d["qps"] = [fnum(r["qps"]) for r in sat]
-        d["cpu_us"] = [fnum(r["cpu_s"]) * 1e6 / fnum(r["queries"]) for r in sat if fnum(r["queries"]) > 0]
-        d["soft_us"] = [fnum(r.get("soft0_s")) * 1e6 / fnum(r["queries"]) for r in sat if fnum(r["queries"]) > 0]
-        d["util"] = [100.0 * fnum(r["cpu_s"]) / fnum(r["runtime"]) for r in sat if fnum(r["runtime"]) > 0]
-        d["lost_sat"] = [100.0 * fnum(r["lost"]) / max(1.0, fnum(r["sent"])) for r in sat]
-        d["other"] = [100.0 * fnum(r.get("other_s")) / wall(r) for r in sat if wall(r) > 0]
-        # dnsperf's own life (start-up, reading the query file, waiting for the last
-        # answers) is longer than its "Run time": divide by the wall time around it.
-        d["load_util"] = [100.0 * (fnum(r.get("knot_s")) + fnum(r.get("dnsperf_s"))) / wall(r)
-                          for r in sat if wall(r) > 0]
-        d["rate_other"] = [100.0 * fnum(r.get("other_s")) / wall(r) for r in rate if wall(r) > 0]
-        d["rate_cpu_us"] = [fnum(r["cpu_s"]) * 1e6 / fnum(r["queries"]) for r in rate if fnum(r["queries"]) > 0]
-        d["rate_qps"] = [fnum(r["qps"]) for r in rate]
-        lat, lost = latencies([os.path.join(workdir, r["latfile"]) for r in rate if "latfile" in r])
-        d["lat_n"] = len(lat)
-        d["lat_lost"] = lost
-        d["p50"] = pct(lat, 50) * 1e6
-        d["p99"] = pct(lat, 99) * 1e6
-        d["p999"] = pct(lat, 99.9) * 1e6
-        d["lat_max"] = (lat[-1] * 1e6) if lat else float("nan")
-        d["sys"] = sysr
-        for mode in ("sat", "rate"):
-            r = sysr.get(mode)
-            if r and fnum(r.get("queries")) > 0:
-                d[f"sys_{mode}"] = fnum(r["total"]) / fnum(r["queries"])
-            else:
-                d[f"sys_{mode}"] = float("nan")
-
+    m = {f: collect(workdir, rows, f, "sat", "rate") for f in FWDS}
     h, k = m["hubdns"], m["dnsdist"]
+    print_main_table(rows, h, k)
+    print_floor(rows, h, k)
+    print_syscalls(rows, m)
+    print_cache(workdir, rows)
+    print_readyz(rows)
+    return 0
+
+
+def collect(workdir, rows, f, sat_kind, rate_kind):
+    """Per-round figures of one forwarder: saturation rounds of kind sat_kind, fixed-rate
+    rounds of kind rate_kind, syscall counts."""
+    sat = [r for r in rows if r.get("kind") == sat_kind and r.get("fwd") == f]
+    rate = [r for r in rows if r.get("kind") == rate_kind and r.get("fwd") == f]
+    sysr = {r.get("mode"): r for r in rows if r.get("kind") == "sys" and r.get("fwd") == f}
+    d = {}
+    d["rounds"] = len(sat)
+    d["qps"] = [fnum(r["qps"]) for r in sat]
+    d["cpu_us"] = [fnum(r["cpu_s"]) * 1e6 / fnum(r["queries"]) for r in sat if fnum(r["queries"]) > 0]
+    d["soft_us"] = [fnum(r.get("soft0_s")) * 1e6 / fnum(r["queries"]) for r in sat if fnum(r["queries"]) > 0]
+    d["util"] = [100.0 * fnum(r["cpu_s"]) / fnum(r["runtime"]) for r in sat if fnum(r["runtime"]) > 0]
+    d["lost_sat"] = [100.0 * fnum(r["lost"]) / max(1.0, fnum(r["sent"])) for r in sat]
+    d["other"] = [100.0 * fnum(r.get("other_s")) / wall(r) for r in sat if wall(r) > 0]
+    # dnsperf's own life (start-up, reading the query file, waiting for the last
+    # answers) is longer than its "Run time": divide by the wall time around it.
+    d["load_util"] = [100.0 * (fnum(r.get("knot_s")) + fnum(r.get("dnsperf_s"))) / wall(r)
+                      for r in sat if wall(r) > 0]
+    d["rate_other"] = [100.0 * fnum(r.get("other_s")) / wall(r) for r in rate if wall(r) > 0]
+    d["rate_cpu_us"] = [fnum(r["cpu_s"]) * 1e6 / fnum(r["queries"]) for r in rate if fnum(r["queries"]) > 0]
+    d["rate_qps"] = [fnum(r["qps"]) for r in rate]
+    lat, lost = latencies([os.path.join(workdir, r["latfile"]) for r in rate if "latfile" in r])
+    d["lat_n"] = len(lat)
+    d["lat_lost"] = lost
+    d["p50"] = pct(lat, 50) * 1e6
+    d["p99"] = pct(lat, 99) * 1e6
+    d["p999"] = pct(lat, 99.9) * 1e6
+    d["lat_max"] = (lat[-1] * 1e6) if lat else float("nan")
+    d["sys"] = sysr
+    for mode in ("sat", "rate"):
+        r = sysr.get(mode)
+        if r and fnum(r.get("queries")) > 0:
+            d[f"sys_{mode}"] = fnum(r["total"]) / fnum(r["queries"])
+        else:
+            d[f"sys_{mode}"] = float("nan")
+    return d
+
+
+def print_main_table(rows, h, k):
     rate = next((r.get("rate") for r in rows if r.get("kind") == "rate"), "?")
     sys_rate = next((r["rate"] for r in rows if r.get("kind") == "sys" and r.get("mode") == "rate" and "rate" in r), rate)
     rounds = h["rounds"]
@@ -166,6 +179,8 @@ def main() -> int:
                  f"{k['lat_n']:,} / {k['lat_lost']} | |")
     print("\n".join(lines))
 
+
+def print_floor(rows, h, k):
     # The floor: what the kernel alone costs per relayed query (bench/floor_relay.c).
     floor_sat = [r for r in rows if r.get("kind") == "sat" and r.get("fwd") == "floor"]
     floor_cpu = [fnum(r["cpu_s"]) * 1e6 / fnum(r["queries"]) for r in floor_sat if fnum(r["queries"]) > 0]
@@ -183,7 +198,11 @@ def main() -> int:
         print(f"| queries/s at saturation | {fmt(fq, 0)} | {ratio(fq, med(k['qps']))} | {ratio(med(h['qps']), fq)} | "
               f"{ratio(med(k['qps']), fq)} |")
 
+
+
+def print_syscalls(rows, m):
     # Syscall breakdown.
+    sys_rate = next((r["rate"] for r in rows if r.get("kind") == "sys" and r.get("mode") == "rate" and "rate" in r), "?")
     print()
     method = next((r.get("method") for r in rows if r.get("kind") == "sys"), "none")
     print(f"Syscalls per query by name (method: {method}; 'other' = total minus the named ones):")
@@ -225,6 +244,64 @@ def main() -> int:
         print()
         print("(throughput during these counting rounds, with the counter attached: " + "; ".join(qps_notes) + ")")
 
+
+
+def print_cache(workdir, rows):
+    hc = collect(workdir, rows, "hubdns_cache", "csat", "crate")
+    kc = collect(workdir, rows, "dnsdist_cache", "csat", "crate")
+    if not hc["cpu_us"]:
+        return
+    fl = collect(workdir, rows, "floor_echo", "csat", "crate")
+    rate = next((r.get("rate") for r in rows if r.get("kind") == "crate"), "?")
+    print()
+    print("The cache-hit path (every query answered from the cache; dnsdist with its packet cache):")
+    print()
+    print("| measure | hubdns | dnsdist | hubdns/dnsdist | floor_echo |")
+    print("|---|---:|---:|---:|---:|")
+
+    def row(label, key, digits=1, per_round=True, floor=True):
+        hv = med(hc[key]) if per_round else hc[key]
+        kv = med(kc[key]) if per_round else kc[key]
+        fv = (med(fl[key]) if per_round else fl[key]) if floor else None
+        hs = spread(hc[key], digits) if per_round else ""
+        ks = spread(kc[key], digits) if per_round else ""
+        fs = f"{fmt(fv, digits)}{spread(fl[key], digits) if per_round else ''}" if floor and fl[key] else ""
+        print(f"| {label} | {fmt(hv, digits)}{hs} | {fmt(kv, digits)}{ks} | {ratio(hv, kv)} | {fs} |")
+
+    row(f"queries/s at saturation (median of {hc['rounds']} rounds, range)", "qps", 0)
+    row("CPU time per query at saturation, µs", "cpu_us", 2)
+    row("forwarder CPU use at saturation, % of one core", "util", 0)
+    row("queries lost at saturation, %", "lost_sat", 3)
+    row("syscalls per query at saturation", "sys_sat", 2, per_round=False, floor=False)
+    row(f"CPU time per query at {rate} q/s, µs", "rate_cpu_us", 2, floor=False)
+    row(f"latency p50 at {rate} q/s, µs", "p50", 0, per_round=False, floor=False)
+    row(f"latency p99 at {rate} q/s, µs", "p99", 0, per_round=False, floor=False)
+    row(f"latency p99.9 at {rate} q/s, µs", "p999", 0, per_round=False, floor=False)
+    print(f"| latency samples / lost at {rate} q/s | {hc['lat_n']:,} / {hc['lat_lost']} | "
+          f"{kc['lat_n']:,} / {kc['lat_lost']} | | |")
+
+    zipf = [r for r in rows if r.get("kind") == "zipf"]
+    total = next((r for r in rows if r.get("kind") == "zipf_total"), None)
+    if zipf and total:
+        ups = [fnum(r["upstream"]) for r in zipf]
+        clients = [fnum(r["clients"]) for r in zipf]
+        last = ups[len(ups) // 2:]
+        print()
+        print(f"Upstream queries per second while clients send {total.get('rate')} q/s of a Zipf mix "
+              f"over {total.get('names')} names (cache emptied at the start; Azure DNS drops beyond 1000/s):")
+        print()
+        print("| second | " + " | ".join(str(int(fnum(r["second"]))) for r in zipf) + " |")
+        print("|---|" + "---:|" * len(zipf))
+        print("| client q/s | " + " | ".join(fmt(v, 0) for v in clients) + " |")
+        print("| upstream q/s | " + " | ".join(fmt(v, 0) for v in ups) + " |")
+        print()
+        print(f"Upstream: {fmt(sum(ups), 0)} queries for {fmt(sum(clients), 0)} client queries "
+              f"({fmt(100.0 * sum(ups) / max(1.0, sum(clients)), 1)}%); peak {fmt(max(ups), 0)}/s (second "
+              f"{1 + ups.index(max(ups))}), mean over the second half {fmt(sum(last) / max(1, len(last)), 0)}/s; "
+              f"dnsperf: {fmt(fnum(total.get('qps')), 0)} q/s answered, {total.get('lost')} lost.")
+
+
+def print_readyz(rows):
     rz = [r for r in rows if r.get("kind") == "readyz"]
     if rz:
         print()

@@ -45,6 +45,13 @@ DD_PORT=${BENCH_DD_PORT:-25302}
 FLOOR_PORT=${BENCH_FLOOR_PORT:-25303}         # bench/floor_relay.c, the yardstick (see below)
 HTTP_FLOOR_PORT=${BENCH_HTTP_FLOOR_PORT:-28054} # bench/http_floor.c, the /readyz yardstick
 READYZ_COUNT=${BENCH_READYZ_COUNT:-1000}     # GET /readyz per probing round
+HUBC_PORT=${BENCH_HUBC_PORT:-25311}          # hubdns with its cache on (cache rounds)
+HUBC_HEALTH_PORT=${BENCH_HUBC_HEALTH_PORT:-28055}
+DDC_PORT=${BENCH_DDC_PORT:-25312}            # dnsdist with its packet cache
+ECHO_PORT=${BENCH_ECHO_PORT:-25313}          # floor_relay in echo mode: the cache-hit floor
+ZIPF_RATE=${BENCH_ZIPF_RATE:-20000}          # client rate of the upstream-rate round
+ZIPF_SECONDS=${BENCH_ZIPF_SECONDS:-20}
+QFILE=queries.txt                            # the dnsperf query file of the current phase
 ADDR=127.0.0.1                               # loopback only, by design: not a knob
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -198,7 +205,7 @@ python3 "$BENCH/gen_data.py" "$WORK" || die "generating the zone and query files
 RESULTS=$WORK/results.txt
 : >"$RESULTS"
 
-for p in "$UP_PORT" "$HUB_PORT" "$HEALTH_PORT" "$DD_PORT" "$FLOOR_PORT" "$HTTP_FLOOR_PORT"; do
+for p in "$UP_PORT" "$HUB_PORT" "$HEALTH_PORT" "$DD_PORT" "$FLOOR_PORT" "$HTTP_FLOOR_PORT" "$HUBC_PORT" "$HUBC_HEALTH_PORT" "$DDC_PORT" "$ECHO_PORT"; do
   if [[ -n $(ss -Hlnu "sport = :$p") || -n $(ss -Hlnt "sport = :$p") ]]; then
     die "port $p is already in use on this machine (set BENCH_*_PORT to another port)"
   fi
@@ -264,6 +271,17 @@ newServer({address="$ADDR:$UP_PORT", name="knot", checkName="bench.test.", check
 EOF
 dnsdist --check-config -C "$WORK/dnsdist.conf" >&2 || die "dnsdist rejects $WORK/dnsdist.conf"
 
+# The cache rounds: the same two, each with its cache on (hubdns's defaults; a dnsdist
+# packet cache of the same size), on ports of their own.
+sed -e "s/$ADDR:$HUB_PORT/$ADDR:$HUBC_PORT/" -e "s/$ADDR:$HEALTH_PORT/$ADDR:$HUBC_HEALTH_PORT/" \
+  -e '/^\[cache\]$/,/^enabled = false$/d' -e '/^cache = false$/d' "$WORK/hubdns.toml" >"$WORK/hubdns-cache.toml"
+if grep -q '^enabled = false' "$WORK/hubdns-cache.toml"; then die "could not turn the cache on in $WORK/hubdns-cache.toml"; fi
+"$HUBDNS" --check-config "$WORK/hubdns-cache.toml" >&2 || die "hubdns rejects $WORK/hubdns-cache.toml"
+sed -e "s/$ADDR:$DD_PORT/$ADDR:$DDC_PORT/" -e 's/^-- no packet cache.*$/pc = newPacketCache(100000)\ngetPool(""):setCache(pc)/' \
+  "$WORK/dnsdist.conf" >"$WORK/dnsdist-cache.conf"
+grep -q newPacketCache "$WORK/dnsdist-cache.conf" || die "could not add a packet cache to $WORK/dnsdist-cache.conf"
+dnsdist --check-config -C "$WORK/dnsdist-cache.conf" >&2 || die "dnsdist rejects $WORK/dnsdist-cache.conf"
+
 # ---- helpers for measurements ---------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -279,7 +297,7 @@ others_cpu() { # OTHERS = utime+stime+cutime+cstime summed over every process th
   # of this benchmark (this shell with the children it reaped, knotd, hubdns, dnsdist),
   # kernel threads included, seconds. Its change over a round is the CPU the rest of the
   # machine used meanwhile: a process that exits is counted in its parent's cutime.
-  OTHERS=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v t="$CLK_TCK" -v skip=" $$ $UP_PID $HUB_PID $DD_PID $FLOOR_PID $HTTP_FLOOR_PID " '
+  OTHERS=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v t="$CLK_TCK" -v skip=" $$ $UP_PID $HUB_PID $DD_PID $FLOOR_PID $HTTP_FLOOR_PID $HUBC_PID $DDC_PID $ECHO_PID " '
     { pid = $1; if (index(skip, " " pid " ")) next
       line = $0; sub(/^[0-9]+ \(.*\) /, "", line); split(line, f, " ")
       s += f[12] + f[13] + f[14] + f[15] }
@@ -300,7 +318,7 @@ dnsperf_run() {
   shift 3
   # In the background and waited for, so that a signal to this script is handled at once.
   timeout -k 5 $((secs + 30)) "${PRIO[@]}" taskset -c "$LOAD_CPU" \
-    dnsperf -s "$ADDR" -p "$port" -d "$WORK/queries.txt" -l "$secs" -t 2 "$@" >"$out" 2>&1 &
+    dnsperf -s "$ADDR" -p "$port" -d "$WORK/$QFILE" -l "$secs" -t 2 "$@" >"$out" 2>&1 &
   local dpid=$! rc=0
   PIDS+=("$dpid")
   NAMES+=(dnsperf)
@@ -368,8 +386,29 @@ until timeout 5 "$RZ" "$ADDR" "$HTTP_FLOOR_PORT" 1 / 1000 2>/dev/null | grep -q 
   sleep 0.2
 done
 
-port_of() { case $1 in hubdns) echo "$HUB_PORT" ;; dnsdist) echo "$DD_PORT" ;; *) echo "$FLOOR_PORT" ;; esac; }
-pid_of() { case $1 in hubdns) echo "$HUB_PID" ;; dnsdist) echo "$DD_PID" ;; *) echo "$FLOOR_PID" ;; esac; }
+log "starting hubdns with its cache on $ADDR:$HUBC_PORT, dnsdist with a packet cache on $ADDR:$DDC_PORT, the echo floor on $ADDR:$ECHO_PORT (CPU $FWD_CPU)"
+start hubdns_cache "$WORK/hubdns_cache.log" "${PRIO[@]}" taskset -c "$FWD_CPU" "$HUBDNS" --config "$WORK/hubdns-cache.toml"
+HUBC_PID=$STARTED
+start dnsdist_cache "$WORK/dnsdist_cache.log" "${PRIO[@]}" taskset -c "$FWD_CPU" dnsdist --supervised --disable-syslog -C "$WORK/dnsdist-cache.conf"
+DDC_PID=$STARTED
+start floor_echo "$WORK/floor_echo.log" "${PRIO[@]}" taskset -c "$FWD_CPU" "$FLOOR" "$ECHO_PORT" 0
+ECHO_PID=$STARTED
+wait_answer hubdns_cache "$HUBC_PORT" "$HUBC_PID" "$WORK/hubdns_cache.log"
+wait_answer dnsdist_cache "$DDC_PORT" "$DDC_PID" "$WORK/dnsdist_cache.log"
+wait_answer floor_echo "$ECHO_PORT" "$ECHO_PID" "$WORK/floor_echo.log"
+
+port_of() {
+  case $1 in
+    hubdns) echo "$HUB_PORT" ;; dnsdist) echo "$DD_PORT" ;; floor) echo "$FLOOR_PORT" ;;
+    hubdns_cache) echo "$HUBC_PORT" ;; dnsdist_cache) echo "$DDC_PORT" ;; floor_echo) echo "$ECHO_PORT" ;;
+  esac
+}
+pid_of() {
+  case $1 in
+    hubdns) echo "$HUB_PID" ;; dnsdist) echo "$DD_PID" ;; floor) echo "$FLOOR_PID" ;;
+    hubdns_cache) echo "$HUBC_PID" ;; dnsdist_cache) echo "$DDC_PID" ;; floor_echo) echo "$ECHO_PID" ;;
+  esac
+}
 log_of() { echo "$WORK/$1.log"; }
 
 # measure KIND FWD ROUND SECONDS [dnsperf options...]: one dnsperf run with CPU accounting
@@ -404,7 +443,7 @@ measure() {
   line+=" lost=$(dp "$out" "Queries lost:") qps=$(dp "$out" "Queries per second:") runtime=$(dp "$out" "Run time (s):")"
   line+=" cpu_s=$(minus "$c0" "$c1") soft0_s=$(minus "$s0" "$s1") other_s=$(minus "$o0" "$o1")"
   line+=" knot_s=$(minus "$k0" "$k1") dnsperf_s=$(minus "$d0" "$d1") wall_s=$(minus "$w0" "$w1")"
-  if [[ $kind == rate ]]; then line+=" rate=$RATE latfile=lat/$kind-$fwd-$round.txt"; fi
+  if [[ $kind == rate || $kind == crate ]]; then line+=" rate=$RATE latfile=lat/$kind-$fwd-$round.txt"; fi
   echo "$line" >>"$RESULTS"
   log "  $kind $fwd round $round: $(dp "$out" "Queries per second:") q/s, lost $(dp "$out" "Queries lost:")"
 }
@@ -502,6 +541,52 @@ if [[ $SYS_METHOD != none ]]; then
   done
 fi
 
+# ---- the cache-hit path -----------------------------------------------------------------
+QFILE=hits.txt
+log "cache rounds: 1,000 names asked over and over (every query a cache hit once warm)"
+for f in hubdns_cache dnsdist_cache floor_echo; do
+  dnsperf_run "$WORK/lat/warmup-$f.txt" "$(port_of "$f")" 3 -q "$OUTSTANDING" -c "$CLIENTS"
+done
+for ((r = 1; r <= ROUNDS; r++)); do
+  if ((r % 2)); then order=(hubdns_cache dnsdist_cache); else order=(dnsdist_cache hubdns_cache); fi
+  log "cache round $r/$ROUNDS: saturation (${SAT_SECONDS} s), then $RATE q/s (${RATE_SECONDS} s), order ${order[*]}"
+  for f in "${order[@]}"; do measure csat "$f" "$r" "$SAT_SECONDS"; done
+  measure csat floor_echo "$r" "$SAT_SECONDS"
+  for f in "${order[@]}"; do measure crate "$f" "$r" "$RATE_SECONDS" -Q "$RATE" -v; done
+done
+if [[ $SYS_METHOD != none ]]; then
+  for f in hubdns_cache dnsdist_cache; do count_syscalls "$f" sat; done
+fi
+
+# ---- the upstream rate with a realistic mix --------------------------------------------
+# hubdns with its cache, emptied first, gets a Zipf mix at ZIPF_RATE q/s; its own counters,
+# read each second, say how many queries went upstream.
+QFILE=zipf.txt
+log "upstream rate: Zipf mix over the zone's names at $ZIPF_RATE q/s for $ZIPF_SECONDS s, cache emptied first"
+flushed=$(curl -s -X POST "http://$ADDR:$HUBC_HEALTH_PORT/cache/flush") || die "POST /cache/flush failed"
+log "  $flushed"
+upstream_count() { curl -s "http://$ADDR:$HUBC_HEALTH_PORT/metrics" | awk '$1 == "hubdns_upstream_queries_total" { print $2 }'; }
+client_count() { curl -s "http://$ADDR:$HUBC_HEALTH_PORT/metrics" | awk '$1 ~ /^hubdns_dns_queries_total/ { s += $2 } END { print s + 0 }'; }
+timeout -k 5 $((ZIPF_SECONDS + 30)) "${PRIO[@]}" taskset -c "$LOAD_CPU" dnsperf -s "$ADDR" -p "$HUBC_PORT" -d "$WORK/zipf.txt" \
+  -l "$ZIPF_SECONDS" -Q "$ZIPF_RATE" -t 2 -q "$OUTSTANDING" -c "$CLIENTS" >"$WORK/lat/zipf.txt" 2>&1 &
+zpid=$!
+PIDS+=("$zpid")
+NAMES+=(dnsperf)
+u0=$(upstream_count)
+c0=$(client_count)
+for ((second = 1; second <= ZIPF_SECONDS; second++)); do
+  sleep 1
+  u1=$(upstream_count)
+  c1=$(client_count)
+  echo "kind=zipf second=$second upstream=$((u1 - u0)) clients=$((c1 - c0))" >>"$RESULTS"
+  u0=$u1
+  c0=$c1
+done
+wait "$zpid" || die "dnsperf (Zipf round) failed"
+forget "$zpid"
+echo "kind=zipf_total rate=$ZIPF_RATE qps=$(dp "$WORK/lat/zipf.txt" "Queries per second:") lost=$(dp "$WORK/lat/zipf.txt" "Queries lost:") names=$(sort -u "$WORK/zipf.txt" | wc -l)" >>"$RESULTS"
+QFILE=queries.txt
+
 log "GET /readyz latency, hubdns and the minimal responder alternately: idle, then while dnsperf saturates hubdns's DNS worker"
 # probe_round PHASE: one round of READYZ_COUNT requests to each, hubdns first then the floor
 probe_round() {
@@ -547,6 +632,8 @@ echo "kind=readyz_load qps=$(dp "$WORK/lat/readyz-load.txt" "Queries per second:
   echo "hubdns: workers = 1, cache off, one rule \".\" to knotd (sequential), max_inflight = 100000, max_outstanding = 65535."
   echo "dnsdist: one setLocal listener, newServer to knotd, setMaxUDPOutstanding(65535), no packet cache, no console."
   echo "GET /readyz: bench/readyz_probe.c on CPU $LOAD_CPU at $RZ_PRIO, $READYZ_COUNT sequential requests per round (a new TCP connection each), alternating between hubdns and bench/http_floor.c (a blocking single-thread responder pinned to CPU $FWD_CPU beside hubdns): one idle round, then three while dnsperf saturates hubdns."
+  echo "Cache rounds: hubdns with its default cache (one worker) and dnsdist with newPacketCache(100000) on its pool, both asked $(sort -u "$WORK/hits.txt" | wc -l) names over and over (hits.txt, after a 3 s warm-up); floor_echo is bench/floor_relay.c answering every query itself (the floor of a cache hit)."
+  echo "Upstream-rate round: hubdns with its cache emptied, dnsperf -Q $ZIPF_RATE -l $ZIPF_SECONDS over zipf.txt ($(wc -l <"$WORK/zipf.txt") queries, Zipf s = 1 over the zone's names, zone TTL 300 s)."
   echo "floor: bench/floor_relay.c, saturation rounds only (after the other two in each round): recvmmsg/sendmmsg, one socket connected to knotd, no parsing, no checks, no timeouts."
   echo
   python3 "$BENCH/report.py" "$WORK"

@@ -49,6 +49,9 @@ fall = 3
 # Bearer token for POST /drain, /undrain, /reload, /cache/flush from other than loopback.
 # Empty: admin endpoints answer loopback clients only.
 admin_token = ""
+# Run the control loop (this endpoint, the checks) at real-time priority where allowed
+# (root, CAP_SYS_NICE or LimitRTPRIO), so probes are answered at once under full load.
+realtime_priority = true
 
 [cache]
 # Cache answers (per rule, see `cache` in [[forward]]).

@@ -41,7 +41,7 @@ constexpr std::string_view kServerKeys[] = {"listen",        "workers",      "al
                                             "query_timeout", "edns_udp_size", "max_inflight",
                                             "tcp_idle_timeout", "max_tcp_clients"};
 constexpr std::string_view kHealthKeys[] = {"listen", "tcp_listen", "interval",   "timeout",
-                                            "rise",   "fall",       "admin_token"};
+                                            "rise",   "fall",       "admin_token", "realtime_priority"};
 constexpr std::string_view kCacheKeys[] = {"enabled",          "max_entries", "min_ttl",
                                            "max_ttl",          "max_negative_ttl",
                                            "serve_stale",      "stale_answer_ttl",
@@ -519,6 +519,7 @@ void read_health(const TableReader& reader, HealthConfig* health, HealthPosition
   const Field timeout = reader.read_duration("timeout", ms(10), seconds(60), &health->timeout);
   reader.read_integer("rise", 1, 100, &health->rise);
   reader.read_integer("fall", 1, 100, &health->fall);
+  reader.read_bool("realtime_priority", &health->realtime_priority);
   if (reader.read_string("admin_token", &health->admin_token) == Field::ok &&
       !valid_admin_token(health->admin_token)) {
     reader.problems().error(reader.find("admin_token")->source(),

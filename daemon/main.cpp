@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/cache/cache_metrics.h"
+#include "common/cache/packet_cache.h"
 #include "common/config/config.h"
 #include "common/health/process_state.h"
 #include "common/health/upstream_health.h"
@@ -20,18 +22,26 @@
 #include "common/metrics/forwarder_metrics.h"
 #include "common/metrics/registry.h"
 #include "common/util/clock.h"
+#include "common/util/scheduling.h"
 #include "common/uv/handle.h"
 #include "conf/loader.h"
 #include "forwarder/dns_worker.h"
 #include "forwarder/listen_sockets.h"
+#include "probe/cache_admin.h"
+#include "probe/curl_multi.h"
 #include "probe/health_monitor.h"
 #include "probe/health_server.h"
+#include "probe/scheduled_events.h"
+#include "probe/systemd_notify.h"
 
 namespace {
 
 constexpr int kExitOk = 0;
 constexpr int kExitBadConfig = 1;
 constexpr int kExitRuntime = 2;
+// The control loop's requested time slice (EEVDF): short enough that a woken probe
+// handler preempts a busy DNS worker at once, the work it does per wake-up is far less.
+constexpr uint64_t kControlLoopSliceUs = 100;
 
 void print_usage(FILE* out) {
   std::fputs(
@@ -142,6 +152,7 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
   unsigned worker_count = config->server.workers;
   if (worker_count == 0) worker_count = std::max(1u, std::thread::hardware_concurrency());
 
+  CurlGlobal curl_global;  // before any thread starts (IMDS requests, probe/curl_multi.h)
   ProcessState state(worker_count);
   ForwarderCounters counters;
   // Written by the health checks on the control loop, read by every DNS worker.
@@ -150,6 +161,12 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
   // control loop from the counters the workers bump.
   MetricsRegistry metrics;
   register_forwarder_metrics(metrics, counters);
+  // One answer cache shared by every worker (sharded, common/cache/packet_cache.h).
+  std::unique_ptr<PacketCache> cache;
+  if (config->cache.enabled) {
+    cache = std::make_unique<PacketCache>(config->cache);
+    register_cache_metrics(metrics, *cache);
+  }
 
   std::string error;
   auto sockets = open_listen_sockets(config->server.listen, worker_count, &error);
@@ -173,6 +190,14 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
     // /undrain; its /metrics families are registered here, before any worker starts.
     HealthMonitor monitor(control_loop.get(), &health, config, upstream_health, &state, dns_addresses);
     monitor.register_metrics(metrics);
+    add_cache_routes(health, cache.get(), config->health.admin_token);
+    monitor.add_status_contributor([&cache, max_entries = config->cache.max_entries](StatusView& view) {
+      if (!cache) return;
+      PacketCache::Stats stats = cache->stats();
+      view.cache = {.enabled = true, .max_entries = max_entries, .entries = stats.entries, .bytes = stats.bytes,
+                    .hits = stats.hits, .misses = stats.misses, .stale_hits = stats.stale_hits,
+                    .insertions = stats.insertions, .evictions = stats.evictions};
+    });
     if (health.listen(config->health.listen, &error) != 0) {
       LOG_ERROR("msg=\"cannot bind health listener\" error=\"%s\"", error.c_str());
       close_listen_sockets(sockets);
@@ -181,10 +206,22 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
       return kExitRuntime;
     }
 
+    // Lifecycle (probe/scheduled_events.h, probe/systemd_notify.h): IMDS scheduled events
+    // on libcurl multi, and systemd notifications. An event for this VM drains like POST /drain.
+    CurlMulti http(control_loop.get());
+    ScheduledEventsWatcher scheduled_events(control_loop.get(), &http, config->lifecycle,
+                                            [&state](const ScheduledEvent&) { state.set_draining(true); });
+    scheduled_events.register_metrics(metrics);
+    monitor.add_status_contributor([&scheduled_events](StatusView& view) { scheduled_events.fill_status(&view); });
+    SystemdService systemd(control_loop.get(),
+                           {.alive = [&health] { return health.liveness().alive; },
+                            .status_line = [&monitor] { return service_status_line(monitor.status_view()); }});
+    // End of lifecycle setup.
+
     std::vector<std::unique_ptr<DnsWorker>> workers;
     for (unsigned i = 0; i < worker_count; ++i) {
       workers.push_back(std::make_unique<DnsWorker>(i, config, upstream_health, &state, &counters,
-                                                    std::move(sockets[i])));
+                                                    cache.get(), std::move(sockets[i])));
     }
     bool started = true;
     for (auto& worker : workers) {
@@ -194,24 +231,78 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
         break;
       }
     }
+    // After the workers started, so that only this thread (the control loop) gets it: a
+    // probe must not wait behind a busy worker's time slice (common/util/scheduling.h).
+    std::string priority_error;
+    if (config->health.realtime_priority && request_realtime_priority(1, &priority_error)) {
+      LOG_INFO("msg=\"control loop runs at real-time priority\" policy=SCHED_FIFO priority=1");
+    } else {
+      if (config->health.realtime_priority) {
+        LOG_INFO("msg=\"control loop stays at normal priority (real-time not allowed: run as root, with CAP_SYS_NICE or LimitRTPRIO=1)\" error=\"%s\"",
+                 priority_error.c_str());
+      }
+      if (std::string slice_error; !request_short_time_slice(kControlLoopSliceUs, &slice_error)) {
+        LOG_INFO("msg=\"could not ask for a short time slice for the control loop\" error=\"%s\"", slice_error.c_str());
+      }
+    }
 
     // Signals are handled on the control loop (libuv turns them into loop callbacks).
+    // SIGTERM/SIGINT drain, then stop: readiness 503 at once while DNS is still served for
+    // lifecycle.drain_grace (the load balancer's probes notice and stop sending), then the
+    // workers stop listening (what is queued is still answered), the queries in flight
+    // finish (at most query_timeout + 1 s), and the process exits 0. A second signal stops
+    // at once.
     struct SignalContext {
       std::vector<std::unique_ptr<DnsWorker>>* workers;
       HealthServer* health;
       ProcessState* state;
-      bool stopping = false;
-    } context{&workers, &health, &state};
-    UvSignal sigterm, sigint, sighup;
+      SystemdService* systemd;
+      uint64_t drain_grace_ms;
+      uint64_t finish_budget_ms;
+      UvTimer drain_timer;
+      uint64_t finish_deadline_ms = 0;
+      int stop_signals = 0;
+    } context{&workers, &health, &state, &systemd,
+              static_cast<uint64_t>(config->lifecycle.drain_grace.count()),
+              static_cast<uint64_t>(config->server.query_timeout.count()) + 1000, UvTimer{}};
+    context.drain_timer.init(uv_timer_init, control_loop.get());
+    context.drain_timer->data = &context;
+    static auto wait_for_workers = [](uv_timer_t* timer) {
+      auto* ctx = static_cast<SignalContext*>(timer->data);
+      bool all_drained = true;
+      for (auto& worker : *ctx->workers) all_drained = all_drained && worker->drained();
+      if (all_drained || monotonic_ms() >= ctx->finish_deadline_ms) {
+        if (!all_drained) LOG_WARN("msg=\"queries still in flight at the end of the stop budget; they get SERVFAIL\"");
+        uv_timer_stop(timer);
+        for (auto& worker : *ctx->workers) worker->request_stop();
+        uv_stop(timer->loop);
+      }
+    };
+    static auto end_of_grace = [](uv_timer_t* timer) {
+      auto* ctx = static_cast<SignalContext*>(timer->data);
+      LOG_INFO("msg=\"drain grace over: DNS listeners closed, finishing the queries in flight\"");
+      ctx->state->set_listeners_bound(false);
+      for (auto& worker : *ctx->workers) worker->request_stop_listening();
+      ctx->finish_deadline_ms = monotonic_ms() + ctx->finish_budget_ms;
+      uv_timer_start(timer, wait_for_workers, 20, 20);
+    };
     auto on_stop_signal = [](uv_signal_t* handle, int signum) {
       auto* ctx = static_cast<SignalContext*>(handle->data);
-      if (ctx == nullptr || ctx->stopping) return;
-      ctx->stopping = true;
-      LOG_INFO("msg=\"stopping\" signal=%s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+      if (ctx == nullptr) return;
+      const char* name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
+      if (++ctx->stop_signals > 1) {
+        LOG_INFO("msg=\"stopping at once\" signal=%s reason=\"second stop signal\"", name);
+        for (auto& worker : *ctx->workers) worker->request_stop();
+        uv_stop(handle->loop);
+        return;
+      }
+      ctx->systemd->stopping();  // STOPPING=1 to systemd
       ctx->state->set_draining(true);
-      for (auto& worker : *ctx->workers) worker->request_stop();
-      uv_stop(handle->loop);
+      LOG_INFO("msg=\"stopping: draining first (readiness 503, DNS still served)\" signal=%s drain_grace_ms=%llu",
+               name, static_cast<unsigned long long>(ctx->drain_grace_ms));
+      uv_timer_start(ctx->drain_timer.get(), end_of_grace, ctx->drain_grace_ms, 0);
     };
+    UvSignal sigterm, sigint, sighup;
     sigterm.init(uv_signal_init, control_loop.get());
     sigint.init(uv_signal_init, control_loop.get());
     sighup.init(uv_signal_init, control_loop.get());
@@ -231,6 +322,8 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
                HUBDNS_VERSION, config->source.c_str(), worker_count, join_addresses(dns_addresses).c_str(),
                join_addresses(health.bound_addresses()).c_str());
       monitor.start();  // the first check round runs as soon as the loop does
+      scheduled_events.start();
+      systemd.start();  // READY=1 from the loop's first iteration
       control_loop.run();
     } else {
       exit_code = kExitRuntime;
@@ -242,8 +335,13 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
       if (!worker->join()) LOG_WARN("msg=\"a DNS worker loop did not close cleanly\"");
     }
     workers.clear();
+    systemd.stopping();
+    systemd.close();
+    scheduled_events.close();  // before the CurlMulti it uses
+    http.close();
     monitor.close();
     health.close();
+    context.drain_timer.close();
     sigterm.close();
     sigint.close();
     sighup.close();

@@ -52,7 +52,7 @@ int open_upstream_socket(int family) {
 // Setup and teardown
 
 DnsWorkerLoop::DnsWorkerLoop(unsigned index, ConfigSnapshot config, SharedUpstreamHealth upstream_health,
-                             ProcessState* state, ForwarderCounters* counters,
+                             ProcessState* state, ForwarderCounters* counters, PacketCache* cache,
                              std::vector<ListenSocket> sockets)
     : index_(index),
       config_(std::move(config)),
@@ -60,6 +60,7 @@ DnsWorkerLoop::DnsWorkerLoop(unsigned index, ConfigSnapshot config, SharedUpstre
       router_(config_->forward),
       state_(state),
       counters_(counters),
+      cache_(cache != nullptr && cache->enabled() ? cache : nullptr),
       listen_sockets_(std::move(sockets)),
       max_inflight_here_(divide_round_up(config_->server.max_inflight, state->worker_count())),
       max_tcp_clients_here_(divide_round_up(config_->server.max_tcp_clients, state->worker_count())),
@@ -117,6 +118,16 @@ bool DnsWorkerLoop::prepare(std::string* error) {
   stop_async_->data = this;
   // The stop handle alone must not keep the loop running once everything else is closed.
   uv_unref(stop_async_.as_handle());
+  rc = stop_listening_async_.init(uv_async_init, loop_.get(), [](uv_async_t* async) {
+    auto* self = static_cast<DnsWorkerLoop*>(async->data);
+    if (self != nullptr) self->stop_listening();
+  });
+  if (rc != 0) {
+    *error = std::string("uv_async_init: ") + uv_strerror(rc);
+    return false;
+  }
+  stop_listening_async_->data = this;
+  uv_unref(stop_listening_async_.as_handle());
 
   for (ListenSocket& socket : listen_sockets_) {
     int id = udp_.add_socket(socket.udp_fd);
@@ -204,10 +215,28 @@ void DnsWorkerLoop::run() {
 }
 
 bool DnsWorkerLoop::finish() {
-  // Only now, with the worker thread joined, may the stop handle go: until then another
-  // thread could still call uv_async_send on it.
+  // Only now, with the worker thread joined, may the stop handles go: until then another
+  // thread could still call uv_async_send on them.
   stop_async_.close();
+  stop_listening_async_.close();
   return loop_.close() == 0;
+}
+
+void DnsWorkerLoop::stop_listening() {
+  if (listening_stopped_) return;
+  listening_stopped_ = true;
+  // UDP: what is queued is still read and answered; the sockets stay open to send the
+  // answers of queries in flight, and are closed with everything else at the stop.
+  for (uint32_t id : listener_sockets_) udp_.stop_reading(id);
+  // TCP: no new connections; clients get the answers they are owed, then are closed.
+  tcp_listeners_.clear();
+  for (auto& [id, client] : tcp_clients_) {
+    client->close_when_idle = true;
+    schedule_tcp_client_service(*client);
+  }
+  LOG_DEBUG("msg=\"DNS worker stopped listening\" worker=%u queries_in_flight=%u tcp_clients=%zu", index_,
+            pending_count_, tcp_clients_.size());
+  note_if_drained();
 }
 
 void DnsWorkerLoop::close_everything() {
@@ -382,6 +411,16 @@ void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_socket, const Soc
     return;
   }
 
+  if (cache_enabled_for(rule)) {
+    size_t answer_length = 0;
+    PacketCache::Hit hit = cache_->lookup(data, info, now(), false, answer_copy_, sizeof answer_copy_, &answer_length);
+    if (hit == PacketCache::Hit::fresh || hit == PacketCache::Hit::fresh_prefetch) {
+      deliver(kind, udp_socket, client, tcp_client_id, info, answer_copy_, answer_length);
+      if (hit == PacketCache::Hit::fresh_prefetch) start_prefetch(data, length, info, rule);
+      return;
+    }
+  }
+
   if (pending_count_ >= max_inflight_here_) {
     counters_->overload_servfail.fetch_add(1, std::memory_order_relaxed);
     uint64_t suppressed = 0;
@@ -463,21 +502,69 @@ void DnsWorkerLoop::reply_error(ClientKind kind, uint32_t udp_socket, const Sock
 
 void DnsWorkerLoop::send_to_client(const PendingQuery& query, uint8_t* answer, size_t length) {
   // The client's own ID and spelling of the name (0x20 randomisation by clients).
+  if (query.client_kind == ClientKind::prefetch) return;  // nobody asked: the cache has it
   dns::set_message_id(answer, query.info.id);
   std::memcpy(answer + query.info.qname_offset, query.query.data() + query.info.qname_offset,
               query.info.qname_length);
-  if (query.client_kind == ClientKind::tcp) {
-    send_tcp_to_client(query.tcp_client_id, answer, length);
+  deliver(query.client_kind, query.udp_socket, query.client_address, query.tcp_client_id, query.info,
+          answer, length);
+}
+
+void DnsWorkerLoop::deliver(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
+                            uint64_t tcp_client_id, const dns::QueryInfo& info, uint8_t* answer,
+                            size_t length) {
+  if (kind == ClientKind::tcp) {
+    send_tcp_to_client(tcp_client_id, answer, length);
     return;
   }
-  size_t limit = dns::client_udp_limit(query.info, config_->server.edns_udp_size);
+  size_t limit = dns::client_udp_limit(info, config_->server.edns_udp_size);
   if (length > limit) {
     counters_->truncated.fetch_add(1, std::memory_order_relaxed);
-    length = dns::truncate_response(answer, length, query.info.question_end, query.info.has_edns,
-                                    query.info.edns_do, config_->server.edns_udp_size);
+    length = dns::truncate_response(answer, length, info.question_end, info.has_edns, info.edns_do,
+                                    config_->server.edns_udp_size);
   }
-  udp_.send(query.udp_socket, query.client_address.sockaddr_ptr(), query.client_address.sockaddr_len(),
-            answer, length);
+  udp_.send(udp_socket, client.sockaddr_ptr(), client.sockaddr_len(), answer, length);
+}
+
+// ---------------------------------------------------------------------------------------
+// Cache: prefetch and stale answers
+
+void DnsWorkerLoop::start_prefetch(const uint8_t* data, size_t length, const dns::QueryInfo& info,
+                                   size_t rule) {
+  // A refresh is worth less than a client's query: never at the cost of one.
+  if (pending_count_ >= max_inflight_here_) return;
+  uint32_t slot = allocate_slot();
+  PendingQuery& query = pending_[slot];
+  query.client_kind = ClientKind::prefetch;
+  query.info = info;
+  query.query.assign(data, data + length);
+  query.rule = rule;
+  // Not entered in in_flight_: clients asking meanwhile are answered from the cache, which
+  // still holds the entry being refreshed.
+  query.upstream_query.resize(info.question_end + 32);
+  size_t upstream_length = dns::build_upstream_query(data, info, config_->server.edns_udp_size,
+                                                     query.upstream_query.data(), query.upstream_query.size());
+  query.upstream_query.resize(upstream_length);
+  if (upstream_length == 0) {
+    release_slot(slot);
+    return;
+  }
+  counters_->cache_prefetches.fetch_add(1, std::memory_order_relaxed);
+  link_deadline(slot, &PendingQuery::query_deadline, kNone, now());
+  if (!start_attempt(slot)) finish_with_servfail(slot, dns::ExtendedError::no_reachable_authority);
+}
+
+bool DnsWorkerLoop::send_stale(const PendingQuery& waiting) {
+  if (waiting.client_kind == ClientKind::prefetch || !cache_enabled_for(waiting.rule)) return false;
+  size_t length = 0;
+  PacketCache::Hit hit = cache_->lookup(waiting.query.data(), waiting.info, now(), true, answer_copy_,
+                                        sizeof answer_copy_, &length);
+  if (hit != PacketCache::Hit::stale) return false;
+  length = dns::add_extended_error(answer_copy_, length, sizeof answer_copy_, dns::ExtendedError::stale_answer);
+  counters_->stale_answers.fetch_add(1, std::memory_order_relaxed);
+  deliver(waiting.client_kind, waiting.udp_socket, waiting.client_address, waiting.tcp_client_id, waiting.info,
+          answer_copy_, length);
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -625,9 +712,28 @@ void DnsWorkerLoop::upstream_answered(uint32_t slot, uint8_t* data, size_t lengt
   uint8_t rcode = dns::message_rcode(data);
   if (rcode == dns::kServFail || rcode == dns::kRefused) {
     health.record_failure();
+    // RFC 8767: an upstream that cannot resolve is no better than one that does not
+    // answer; a stale answer, if there is one, serves the clients better than SERVFAIL.
+    if (rcode == dns::kServFail && cache_enabled_for(query.rule) && send_stale(query)) {
+      for (uint32_t follower = query.next_follower; follower != kNone;) {
+        uint32_t next = pending_[follower].next_follower;
+        if (!send_stale(pending_[follower])) {
+          std::memcpy(answer_copy_, data, length);
+          send_to_client(pending_[follower], answer_copy_, length);
+        }
+        release_slot(follower);
+        follower = next;
+      }
+      pending_[slot].next_follower = kNone;
+      release_slot(slot);
+      return;
+    }
   } else {
     health.record_answer(latency_us);
   }
+  // Stored before any client's copy is rewritten in place; the cache decides what is
+  // cacheable (no TC, no SERVFAIL, TTL > 0...).
+  if (cache_enabled_for(query.rule)) cache_->insert(query.query.data(), query.info, data, length, now());
 
   // Followers first: send_to_client rewrites ID, name and size in place, so each gets a
   // copy of the upstream's answer.
@@ -671,17 +777,21 @@ void DnsWorkerLoop::finish_with_servfail(uint32_t slot, dns::ExtendedError ede) 
   for (uint32_t follower = pending_[slot].next_follower; follower != kNone;) {
     uint32_t next = pending_[follower].next_follower;
     PendingQuery& waiting = pending_[follower];
-    counters_->servfail_sent.fetch_add(1, std::memory_order_relaxed);
-    reply_error(waiting.client_kind, waiting.udp_socket, waiting.client_address, waiting.tcp_client_id,
-                waiting.query.data(), waiting.info, dns::kServFail, ede);
+    if (!send_stale(waiting)) {
+      counters_->servfail_sent.fetch_add(1, std::memory_order_relaxed);
+      reply_error(waiting.client_kind, waiting.udp_socket, waiting.client_address, waiting.tcp_client_id,
+                  waiting.query.data(), waiting.info, dns::kServFail, ede);
+    }
     release_slot(follower);
     follower = next;
   }
   PendingQuery& query = pending_[slot];
   query.next_follower = kNone;
-  counters_->servfail_sent.fetch_add(1, std::memory_order_relaxed);
-  reply_error(query.client_kind, query.udp_socket, query.client_address, query.tcp_client_id,
-              query.query.data(), query.info, dns::kServFail, ede);
+  if (query.client_kind != ClientKind::prefetch && !send_stale(query)) {
+    counters_->servfail_sent.fetch_add(1, std::memory_order_relaxed);
+    reply_error(query.client_kind, query.udp_socket, query.client_address, query.tcp_client_id,
+                query.query.data(), query.info, dns::kServFail, ede);
+  }
   release_slot(slot);
 }
 
@@ -740,6 +850,7 @@ void DnsWorkerLoop::release_slot(uint32_t slot) {
   free_slots_.push_back(slot);
   --pending_count_;
   if (query.client_kind == ClientKind::tcp) tcp_query_finished(query.tcp_client_id);
+  if (listening_stopped_) note_if_drained();
 }
 
 DnsWorkerLoop::DeadlineList& DnsWorkerLoop::list_of(const DeadlineLink& link) {
@@ -832,9 +943,10 @@ void DnsWorkerLoop::on_deadline_timer(uv_timer_t* timer) {
 // DnsWorker: the thread around a DnsWorkerLoop
 
 DnsWorker::DnsWorker(unsigned index, ConfigSnapshot config, SharedUpstreamHealth upstream_health,
-                     ProcessState* state, ForwarderCounters* counters, std::vector<ListenSocket> sockets)
+                     ProcessState* state, ForwarderCounters* counters, PacketCache* cache,
+                     std::vector<ListenSocket> sockets)
     : loop_(std::make_unique<DnsWorkerLoop>(index, std::move(config), std::move(upstream_health), state,
-                                            counters, std::move(sockets))) {}
+                                            counters, cache, std::move(sockets))) {}
 
 DnsWorker::~DnsWorker() {
   if (thread_.joinable()) {
@@ -848,6 +960,12 @@ bool DnsWorker::start(std::string* error) {
   thread_ = std::thread([this] { loop_->run(); });
   return true;
 }
+
+void DnsWorker::request_stop_listening() {
+  if (thread_.joinable()) loop_->request_stop_listening();
+}
+
+bool DnsWorker::drained() const { return loop_->drained(); }
 
 void DnsWorker::request_stop() {
   if (thread_.joinable()) loop_->request_stop();

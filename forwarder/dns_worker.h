@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/cache/packet_cache.h"
 #include "common/config/config.h"
 #include "common/health/process_state.h"
 #include "common/health/upstream_health.h"
@@ -22,14 +23,23 @@ class DnsWorkerLoop;
 
 class DnsWorker {
  public:
+  // cache: the process's shared answer cache, or nullptr when [cache] is disabled; it
+  // must outlive the worker.
   DnsWorker(unsigned index, ConfigSnapshot config, SharedUpstreamHealth upstream_health,
-            ProcessState* state, ForwarderCounters* counters, std::vector<ListenSocket> sockets);
+            ProcessState* state, ForwarderCounters* counters, PacketCache* cache,
+            std::vector<ListenSocket> sockets);
   ~DnsWorker();
   DnsWorker(const DnsWorker&) = delete;
   DnsWorker& operator=(const DnsWorker&) = delete;
 
   // Takes over the sockets and starts the thread. On failure nothing runs and *error says why.
   bool start(std::string* error);
+  // Any thread: asks the worker to stop listening (the drain's last step): what is already
+  // queued on its UDP listeners is read and answered, the TCP listeners close, TCP clients
+  // are closed once their answers are written; queries in flight go on to their answers.
+  void request_stop_listening();
+  // Any thread: true once the worker stopped listening and owes no answer any more.
+  bool drained() const;
   // Any thread: asks the worker to close everything and let its loop end.
   void request_stop();
   // Waits for the thread; returns false if the loop did not close cleanly (leaked handle).

@@ -7,6 +7,11 @@
 // pending query -> start_attempt: pick an upstream (policy, max_outstanding), send with a
 // fresh random ID on a random pool socket -> the answer is matched (socket, source, ID,
 // question) -> every client waiting on that question gets it with its own ID and spelling.
+// The shared cache (common/cache/packet_cache.h) sits before all of that: a fresh entry is
+// answered at once without touching the upstream path (and a popular one near expiry is
+// refreshed by a prefetch, a pending query with no client); an answer from upstream is
+// stored; when no upstream can answer, a stale entry (RFC 8767) goes out instead of
+// SERVFAIL.
 // Timeouts come from deadline lists (one per distinct timeout, appended in time order),
 // so the hot path allocates nothing once warm.
 //
@@ -17,12 +22,14 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "common/cache/packet_cache.h"
 #include "common/config/config.h"
 #include "common/dns/message.h"
 #include "common/health/process_state.h"
@@ -42,7 +49,8 @@ namespace hubdns {
 class DnsWorkerLoop {
  public:
   DnsWorkerLoop(unsigned index, ConfigSnapshot config, SharedUpstreamHealth upstream_health,
-                ProcessState* state, ForwarderCounters* counters, std::vector<ListenSocket> sockets);
+                ProcessState* state, ForwarderCounters* counters, PacketCache* cache,
+                std::vector<ListenSocket> sockets);
   ~DnsWorkerLoop();
   DnsWorkerLoop(const DnsWorkerLoop&) = delete;
   DnsWorkerLoop& operator=(const DnsWorkerLoop&) = delete;
@@ -50,14 +58,18 @@ class DnsWorkerLoop {
   bool prepare(std::string* error);  // main thread, before the thread starts
   void run();                        // worker thread: returns once every handle is closed
   bool finish();                     // main thread, after join: false if a handle leaked
-  // Any thread. The stop handle lives until finish(), so this is safe until the join.
+  // Any thread. The stop handles live until finish(), so these are safe until the join.
   void request_stop() { uv_async_send(stop_async_.get()); }
+  void request_stop_listening() { uv_async_send(stop_listening_async_.get()); }
+  bool drained() const { return drained_.load(std::memory_order_acquire); }
 
  private:
   static constexpr uint32_t kNone = 0xFFFFFFFFu;
   static constexpr size_t kTcpLengthPrefix = 2;
 
-  enum class ClientKind : uint8_t { udp, tcp };
+  // prefetch: a query of our own refreshing a cache entry; its answer goes only to the
+  // cache (and to clients that joined it), never to a client of its own.
+  enum class ClientKind : uint8_t { udp, tcp, prefetch };
 
   struct TcpListener {
     DnsWorkerLoop* worker = nullptr;
@@ -129,6 +141,11 @@ class DnsWorkerLoop {
 
   // --- setup and teardown (dns_worker.cpp)
   void close_everything();
+  void stop_listening();
+  // Once listening stopped: publishes `drained` when no query and no TCP client is left.
+  void note_if_drained() {
+    if (listening_stopped_ && pending_count_ == 0 && tcp_clients_.empty()) drained_.store(true, std::memory_order_release);
+  }
   static void on_udp_datagram(void* context, uint32_t socket_id, const sockaddr* from,
                               uint8_t* data, size_t length, bool truncated);
   static void on_udp_batch_end(void* context);
@@ -143,6 +160,17 @@ class DnsWorkerLoop {
                    uint64_t tcp_client_id, const uint8_t* query, const dns::QueryInfo& info,
                    uint8_t rcode, dns::ExtendedError ede);
   void send_to_client(const PendingQuery& query, uint8_t* answer, size_t length);
+  // Sends an answer that already has the client's ID and name spelling: over TCP as it is,
+  // over UDP cut to what the client can take (TC set).
+  void deliver(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
+               uint64_t tcp_client_id, const dns::QueryInfo& info, uint8_t* answer, size_t length);
+
+  // --- cache (dns_worker.cpp)
+  bool cache_enabled_for(size_t rule) const { return cache_ != nullptr && config_->forward[rule].cache; }
+  void start_prefetch(const uint8_t* data, size_t length, const dns::QueryInfo& info, size_t rule);
+  // Answers the waiting client from a stale cache entry with EDE 3 (Stale Answer); false
+  // when there is none (serve_stale off, nothing cached, or older than max_stale).
+  bool send_stale(const PendingQuery& waiting);
   uint64_t question_key(const uint8_t* lower_name, const dns::QueryInfo& info, size_t rule,
                         ClientKind kind) const;
   bool same_question(const PendingQuery& a, const uint8_t* lower_name, const dns::QueryInfo& info,
@@ -197,12 +225,16 @@ class DnsWorkerLoop {
   ZoneRouter router_;
   ProcessState* state_;
   ForwarderCounters* counters_;
+  PacketCache* cache_;  // shared by every worker; nullptr when [cache] is disabled
   std::vector<ListenSocket> listen_sockets_;
   uint32_t max_inflight_here_;
   uint32_t max_tcp_clients_here_;
 
   EventLoop loop_;
   UvAsync stop_async_;
+  UvAsync stop_listening_async_;
+  bool listening_stopped_ = false;
+  std::atomic<bool> drained_{false};
   UvTimer heartbeat_timer_;
   UvTimer deadline_timer_;
   UvCheck flush_check_;
@@ -237,7 +269,7 @@ class DnsWorkerLoop {
   } log_limits_;
   alignas(16) uint8_t tcp_receive_buffer_[65536];
   uint8_t scratch_[dns::kMaxMessageSize];      // a TCP query or a TCP answer being handled
-  uint8_t answer_copy_[dns::kMaxMessageSize];  // one follower's copy of a shared answer
+  uint8_t answer_copy_[dns::kMaxMessageSize];  // one follower's copy of a shared answer, or a cache hit
 };
 
 }  // namespace hubdns

@@ -79,6 +79,22 @@ void UdpBatchIo::close_all() {
   send_used_ = 0;
 }
 
+void UdpBatchIo::stop_reading(uint32_t socket_id) {
+  if (socket_id >= sockets_.size()) return;
+  Socket& socket = *sockets_[socket_id];
+  if (socket.fd < 0 || !uv_is_active(socket.poll.as_handle())) return;
+  // read_socket stops after a short burst for fairness; here the queue must be emptied.
+  // Bounded: the socket's receive buffer holds at most a few thousand datagrams.
+  for (int round = 0; round < 256; ++round) {
+    uint64_t calls = receive_calls_;
+    read_socket(socket);
+    if (receive_calls_ - calls < static_cast<uint64_t>(kReadBurst)) break;  // it hit EAGAIN
+  }
+  uv_poll_stop(socket.poll.get());
+  if (on_batch_end_ != nullptr) on_batch_end_(context_);
+  flush();
+}
+
 void UdpBatchIo::on_readable(uv_poll_t* handle, int status, int) {
   auto* socket = static_cast<Socket*>(handle->data);
   if (socket == nullptr || status < 0) return;

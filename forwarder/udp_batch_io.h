@@ -49,6 +49,11 @@ class UdpBatchIo {
             size_t length);
   void flush();
 
+  // Reads what is already queued on the socket (handing it over as usual), then stops
+  // watching it; the socket stays open for sending (answers to what was read). Used when
+  // the process stops listening: nothing that arrived before is lost.
+  void stop_reading(uint32_t socket_id);
+
   void close_all();
 
   uint64_t send_errors() const { return send_errors_; }

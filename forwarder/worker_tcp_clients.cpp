@@ -146,6 +146,7 @@ void DnsWorkerLoop::process_tcp_frames(TcpClient& client) {
 void DnsWorkerLoop::close_tcp_client(uint64_t id) {
   // Destroying the client closes its handles; libuv frees them in their close callbacks.
   tcp_clients_.erase(id);
+  if (listening_stopped_) note_if_drained();
 }
 
 

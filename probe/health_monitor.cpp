@@ -88,6 +88,7 @@ void HealthMonitor::close() {
   // The server may answer a little longer than this object lives: leave it routes and a
   // readiness that no longer reach here.
   server_->set_readiness_contributor(nullptr);
+  status_contributors_.clear();
   auto gone = [](const HttpRequest&, const RequestContext&) {
     HttpResponse response = HttpResponse::text(503, "shutting down\n");
     response.close_connection = true;
@@ -259,6 +260,7 @@ StatusView HealthMonitor::status_view() const {
     }
     view.zones.push_back(std::move(zone));
   }
+  for (const auto& contribute : status_contributors_) contribute(view);
   return view;
 }
 

@@ -16,8 +16,10 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/config/config.h"
@@ -55,6 +57,13 @@ class HealthMonitor {
   void close();
 
   StatusView status_view() const;
+  // Adds facts owned elsewhere on the control loop (instance metadata, scheduled events)
+  // to every /status document; called last in status_view().
+  // Adds a part of /status that lives outside probe/'s health state (scheduled events,
+  // the cache); each is called, in order, on every rendering.
+  void add_status_contributor(std::function<void(StatusView&)> contributor) {
+    status_contributors_.push_back(std::move(contributor));
+  }
   bool ready() const { return server_->readiness().ready; }
 
   const UpstreamChecker& checker() const { return checker_; }
@@ -94,6 +103,7 @@ class HealthMonitor {
   UvTimer round_timer_;
   UvTimer watch_timer_;
   uint64_t started_ms_;
+  std::vector<std::function<void(StatusView&)>> status_contributors_;
   std::optional<bool> logged_ready_;  // the readiness last logged
   bool closed_ = false;
 };

@@ -3,6 +3,8 @@
 #include <charconv>
 #include <cmath>
 
+#include "probe/utf8.h"
+
 namespace hubdns {
 namespace {
 
@@ -36,26 +38,8 @@ void append_escaped(std::string* out, std::string_view text) {
     }
     // A multi-byte UTF-8 sequence: copied when well-formed (shortest form, no surrogates,
     // at most U+10FFFF), else one U+FFFD for the offending byte.
-    size_t length = 0;
-    uint32_t min = 0;
-    uint32_t code = 0;
-    if ((c & 0xE0) == 0xC0) {
-      length = 2, min = 0x80, code = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      length = 3, min = 0x800, code = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      length = 4, min = 0x10000, code = c & 0x07;
-    }
-    bool valid = length != 0 && i + length <= text.size();
-    for (size_t k = 1; valid && k < length; ++k) {
-      const auto next = static_cast<unsigned char>(text[i + k]);
-      if ((next & 0xC0) != 0x80) {
-        valid = false;
-      } else {
-        code = (code << 6) | (next & 0x3F);
-      }
-    }
-    if (valid && (code < min || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF))) valid = false;
+    const size_t length = utf8_sequence_length(text, i);
+    const bool valid = length != 0;
     if (valid) {
       out->append(text.substr(i, length));
       i += length;

@@ -148,6 +148,51 @@ std::string render_status_json(const StatusView& view) {
   }
   json.end_array();
 
+  json.key("cache").begin_object();
+  json.member("enabled", view.cache.enabled);
+  if (view.cache.enabled) {
+    json.member("max_entries", view.cache.max_entries);
+    json.member("entries", view.cache.entries);
+    json.member("bytes", view.cache.bytes);
+    json.member("hits", view.cache.hits);
+    json.member("misses", view.cache.misses);
+    json.member("stale_hits", view.cache.stale_hits);
+    json.member("insertions", view.cache.insertions);
+    json.member("evictions", view.cache.evictions);
+  }
+  json.end_object();
+
+  json.key("instance").begin_object();
+  json.member("state", view.instance.state);
+  string_or_null(json, "name", view.instance.name);
+  string_or_null(json, "vm_scale_set", view.instance.vm_scale_set);
+  string_or_null(json, "zone", view.instance.zone);
+  string_or_null(json, "location", view.instance.location);
+  json.end_object();
+
+  const ScheduledEventsStatusView& events = view.scheduled_events;
+  json.key("scheduled_events").begin_object();
+  json.member("mode", events.mode);
+  json.member("polling", events.polling);
+  string_or_null(json, "last_result", events.last_result);
+  json.member("consecutive_failures", events.consecutive_failures);
+  json.member("polls_ok", events.polls_ok);
+  json.key("events").begin_array();
+  for (const ScheduledEventStatusView& event : events.events) {
+    json.begin_object();
+    json.member("id", event.id);
+    json.member("type", event.type);
+    json.member("status", event.status);
+    string_or_null(json, "not_before", event.not_before);
+    string_array(json, "resources", event.resources);
+    json.member("for_this_instance", event.for_this_instance);
+    json.member("drain_requested", event.drain_requested);
+    json.member("ack", event.ack);
+    json.end_object();
+  }
+  json.end_array();
+  json.end_object();
+
   json.end_object();
   std::string text = json.str();
   text += '\n';

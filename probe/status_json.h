@@ -17,7 +17,15 @@
 //   "self_check": [{"listener": "127.0.0.1:53/udp", "state": "passing", ...}],
 //   "zones": [{"zone": ".", "critical": true, "policy": "fastest",
 //              "probe": {"name": ".", "type": "SOA"}, "upstreams_up": 1,
-//              "upstreams": [{"address": "168.63.129.16:53", "status": "up", ...}]}]
+//              "upstreams": [{"address": "168.63.129.16:53", "status": "up", ...}]}],
+//   "instance": {"state": "known", "name": "dns-1", "vm_scale_set": "dns", "zone": "1",
+//                "location": "westeurope"},   (names null until known; state "off" without IMDS)
+//   "scheduled_events": {"mode": "off", "polling": false, "last_result": null,
+//                        "consecutive_failures": 0, "polls_ok": 0,
+//                        "events": [{"id": "...", "type": "Reboot", "status": "Scheduled",
+//                                    "not_before": "...", "resources": ["dns-1"],
+//                                    "for_this_instance": true, "drain_requested": true,
+//                                    "ack": "pending"}]}
 // }
 #pragma once
 
@@ -74,6 +82,47 @@ struct WorkerView {
   int64_t heartbeat_age_ms = -1;  // -1: never beat
 };
 
+// Who this VM is, from the instance metadata service (probe/scheduled_events.h).
+struct InstanceStatusView {
+  std::string state = "off";  // off (IMDS not used) | pending | known | unreachable
+  std::string name;           // compute.name ("" until known)
+  std::string vm_scale_set;
+  std::string zone;
+  std::string location;
+};
+
+struct ScheduledEventStatusView {
+  std::string id;
+  std::string type;
+  std::string status;
+  std::string not_before;
+  std::vector<std::string> resources;
+  bool for_this_instance = false;
+  bool drain_requested = false;
+  std::string ack;  // none | pending | in_flight | sent | skipped | failed
+};
+
+struct ScheduledEventsStatusView {
+  std::string mode = "off";  // [lifecycle] scheduled_events
+  bool polling = false;
+  std::string last_result;   // "ok", "http_5xx", ...; "" before the first poll
+  uint32_t consecutive_failures = 0;
+  uint64_t polls_ok = 0;
+  std::vector<ScheduledEventStatusView> events;  // as listed by the latest answer
+};
+
+struct CacheStatusView {
+  bool enabled = false;
+  uint64_t max_entries = 0;
+  uint64_t entries = 0;
+  uint64_t bytes = 0;
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t stale_hits = 0;
+  uint64_t insertions = 0;
+  uint64_t evictions = 0;
+};
+
 struct StatusView {
   std::string version;
   double uptime_seconds = 0;
@@ -96,6 +145,9 @@ struct StatusView {
   uint64_t tcp_probe_accepted = 0;
   std::vector<SelfCheckView> self_checks;
   std::vector<ZoneStatusView> zones;
+  InstanceStatusView instance;
+  ScheduledEventsStatusView scheduled_events;
+  CacheStatusView cache;
 };
 
 std::string render_status_json(const StatusView& view);

@@ -35,6 +35,9 @@ struct HealthConfig {
   uint32_t rise = 2;
   uint32_t fall = 3;
   std::string admin_token;
+  // Run the control loop at real-time priority (SCHED_FIFO 1) where allowed, so a probe is
+  // answered at once even when the DNS workers keep every CPU busy.
+  bool realtime_priority = true;
 };
 
 struct CacheConfig {

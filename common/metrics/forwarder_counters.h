@@ -29,6 +29,8 @@ struct ForwarderCounters {
   Counter coalesced{0};           // queries that joined an identical one already upstream
   Counter upstream_overload{0};   // attempts not sent: every untried upstream at max_outstanding
   Counter no_healthy_upstream{0}; // SERVFAIL at once: every upstream of the rule is down
+  Counter stale_answers{0};       // cache entries past their TTL answered instead of SERVFAIL
+  Counter cache_prefetches{0};    // background refreshes of popular entries sent upstream
 };
 
 }  // namespace hubdns

@@ -4,7 +4,7 @@ namespace hubdns {
 
 // A new field in ForwarderCounters must get a family here too, or it would be counted but
 // never seen: this fails to compile until both change together.
-static_assert(sizeof(ForwarderCounters) == 18 * sizeof(ForwarderCounters::Counter),
+static_assert(sizeof(ForwarderCounters) == 20 * sizeof(ForwarderCounters::Counter),
               "ForwarderCounters changed: map the new field in register_forwarder_metrics()");
 
 void register_forwarder_metrics(MetricsRegistry& registry, const ForwarderCounters& counters) {
@@ -59,6 +59,15 @@ void register_forwarder_metrics(MetricsRegistry& registry, const ForwarderCounte
                        .type = MetricType::counter,
                        .help = "Client queries that waited for an identical question already in flight upstream instead of sending their own."},
                       [c](MetricSink& sink) { sink.add({}, c->coalesced); });
+
+  registry.add_family({.name = "hubdns_dns_stale_answers_total",
+                       .type = MetricType::counter,
+                       .help = "Answers served from an expired cache entry (RFC 8767, TTL cache.stale_answer_ttl, EDE 3) because no upstream could answer."},
+                      [c](MetricSink& sink) { sink.add({}, c->stale_answers); });
+  registry.add_family({.name = "hubdns_cache_prefetches_total",
+                       .type = MetricType::counter,
+                       .help = "Popular cache entries near expiry refreshed upstream in the background before a client had to wait for them."},
+                      [c](MetricSink& sink) { sink.add({}, c->cache_prefetches); });
 
   registry.add_family({.name = "hubdns_upstream_queries_total",
                        .type = MetricType::counter,

@@ -103,6 +103,16 @@ def rcode_of(msg):
     return msg[3] & 0x0F
 
 
+def _query_opt(query, qend):
+    """The DO bit of the query's OPT record (True/False), or None without EDNS. Only the
+    simple shape hubdns sends upstream is understood: the OPT right after the question."""
+    if len(query) < qend + 11 or struct.unpack("!H", query[10:12])[0] == 0:
+        return None
+    if query[qend] != 0 or struct.unpack("!H", query[qend + 1 : qend + 3])[0] != 41:
+        return None
+    return bool(struct.unpack("!H", query[qend + 7 : qend + 9])[0] & 0x8000)
+
+
 class FakeUpstream:
     """A DNS server on loopback (UDP and TCP on the same port) whose behaviour the test sets.
 
@@ -114,18 +124,24 @@ class FakeUpstream:
       "truncate" over UDP answer with TC set and no records; over TCP answer normally
       "garbage"  answer random bytes
       "wrong_id" answer with the ID changed
+      "nxdomain" NXDOMAIN with the zone's SOA in the authority section (TTL `soa_ttl`,
+                 MINIMUM `soa_minimum`), as RFC 2308 negative answers are
+      "nodata"   NOERROR, no answer, the same SOA
+    A query with EDNS gets an OPT record back (UDP size 1232, its DO bit), as real servers do.
     delay: seconds to wait before answering.
     big_answer: number of A records to put in each answer (to exceed UDP limits).
     """
 
     def __init__(self, address="10.9.9.9", host="127.0.0.1", port=None, mode="answer",
-                 ttl=300, big_answer=0):
+                 ttl=300, big_answer=0, soa_ttl=3600, soa_minimum=60):
         self.host = host
         self.address = address
         self.mode = mode
         self.delay = 0.0
         self.ttl = ttl
         self.big_answer = big_answer
+        self.soa_ttl = soa_ttl
+        self.soa_minimum = soa_minimum
         self.queries = []  # (transport, name, qtype)
         self.records = []  # (transport, name, qtype, raw bytes, udp peer or None) per query
         self.tcp_connections = 0  # TCP connections accepted
@@ -207,11 +223,27 @@ class FakeUpstream:
                     octets[3] = (octets[3] + i) % 256
                 answers += b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, self.ttl, 4) + bytes(octets)
             ancount = count
+        authority = b""
+        nscount = 0
+        if mode in ("nxdomain", "nodata"):
+            rcode = 3 if mode == "nxdomain" else 0
+            # SOA of the question's parent (good enough for a fake): MNAME, RNAME, 5 numbers.
+            rdata = (encode_name("ns.fake.") + encode_name("hostmaster.fake.")
+                     + struct.pack("!IIIII", 2024010101, 7200, 900, 1209600, self.soa_minimum))
+            authority = b"\xc0\x0c" + struct.pack("!HHIH", 6, 1, self.soa_ttl, len(rdata)) + rdata
+            nscount = 1
+            answers, ancount = b"", 0
         header_flags |= rcode
         if mode == "wrong_id":
             qid ^= 0x5555
-        header = struct.pack("!HHHHHH", qid, header_flags, 1, ancount, 0, 0)
-        return header + query[12:qend] + answers
+        additional, arcount = b"", 0
+        opt = _query_opt(query, qend)
+        if opt is not None:
+            do_bit = opt
+            additional = b"\x00" + struct.pack("!HHBBHH", 41, 1232, 0, 0, 0x8000 if do_bit else 0, 0)
+            arcount = 1
+        header = struct.pack("!HHHHHH", qid, header_flags, 1, ancount, nscount, arcount)
+        return header + query[12:qend] + answers + authority + additional
 
     def _serve_udp(self):
         while not self.stopping:
@@ -302,8 +334,16 @@ class Hubdns:
         self.health_port = free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="hubdns-test-")
         self.config_path = os.path.join(self.dir.name, "hubdns.toml")
+        text = config_text.format(dns_port=self.dns_port, health_port=self.health_port)
+        # A stop drains for lifecycle.drain_grace (15 s by default) before it exits; tests
+        # that do not set it stop at once (test_lifecycle.py tests the drain itself).
+        if "drain_grace" not in text:
+            if "[lifecycle]" in text:
+                text = text.replace("[lifecycle]", '[lifecycle]\ndrain_grace = "0s"', 1)
+            else:
+                text += '\n[lifecycle]\ndrain_grace = "0s"\n'
         with open(self.config_path, "w") as f:
-            f.write(config_text.format(dns_port=self.dns_port, health_port=self.health_port))
+            f.write(text)
         self.stderr_path = os.path.join(self.dir.name, "stderr.log")
         self.stderr_file = open(self.stderr_path, "w")
         cmd = [BINARY, "--config", self.config_path] + (args or [])
@@ -375,23 +415,46 @@ def response_status(out):
     return None
 
 
+def dig_section(out, section):
+    """The record lines of one section of dig's output ("ANSWER", "AUTHORITY", ...)."""
+    lines, inside = [], False
+    for line in out.splitlines():
+        if line.startswith(f";; {section} SECTION"):
+            inside = True
+            continue
+        if inside:
+            if not line.strip():
+                break
+            lines.append(line)
+    return lines
+
+
 def dig(port, name, qtype="A", extra=(), server="127.0.0.1"):
     """Runs dig and returns (status, answers, full output). status is e.g. 'NOERROR'."""
     result = run(["dig", f"@{server}", "-p", str(port), name, qtype, "+tries=1", "+time=8",
                   *extra])
     out = result.stdout
-    status = response_status(out)
-    answers = []
-    in_answer = False
-    for line in out.splitlines():
-        if line.startswith(";; ANSWER SECTION"):
-            in_answer = True
-            continue
-        if in_answer:
-            if not line.strip():
-                break
-            answers.append(line.split()[-1])
-    return status, answers, out
+    return response_status(out), [line.split()[-1] for line in dig_section(out, "ANSWER")], out
+
+
+IN_PRIVATE_NAMESPACE = os.environ.get("HUBDNS_TEST_IN_NAMESPACE") == "1"
+
+
+def rerun_in_private_network_namespace(test, test_name):
+    """Runs `test_name` (module.Class) again with python in a private network namespace
+    (unshare --net), where the test may give lo a non-loopback address without touching
+    the host, and checks that it passed there. `test` is the calling TestCase."""
+    if IN_PRIVATE_NAMESPACE:
+        test.skipTest("inner run")
+    env = dict(os.environ, HUBDNS_TEST_IN_NAMESPACE="1")
+    result = subprocess.run(
+        ["unshare", "--net", sys.executable, "-m", "unittest", "-v", test_name],
+        capture_output=True, text=True, timeout=120, env=env,
+        cwd=os.path.dirname(os.path.abspath(__file__)))
+    sys.stderr.write(result.stderr)
+    test.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+    test.assertIn("OK", result.stderr)
+    test.assertNotIn("skipped", result.stderr)
 
 
 def kdig(port, name, qtype="A", extra=(), server="127.0.0.1"):
@@ -442,6 +505,11 @@ query_timeout = "{query_timeout}"
 
 [health]
 listen = ["127.0.0.1:{{health_port}}"]
+
+# The relay tests count what reaches the fake upstreams; the cache has tests of its own
+# (test_cache.py), which turn it on.
+[cache]
+enabled = false
 
 {forward}
 """

@@ -57,12 +57,21 @@ class DefaultConfigInNamespace(unittest.TestCase):
             status, answers, out = dig(5300, "example.com")
             self.assertEqual(status, "NOERROR", out)
             self.assertEqual(answers, ["10.53.53.53"], out)
-            status, answers, out = dig(5300, "example.com", extra=["+tcp"])
+            status, answers, out = dig(5300, "www.example.com", extra=["+tcp"])
             self.assertEqual(answers, ["10.53.53.53"], out)
             self.assertGreaterEqual(upstream.query_count(), 2)
+            # The default configuration caches: the same question again stays local.
+            asked = upstream.query_count()
+            status, answers, out = dig(5300, "example.com")
+            self.assertEqual(answers, ["10.53.53.53"], out)
+            self.assertEqual(upstream.query_count(), asked)
             code, head, body = curl(8053, "/livez")
             self.assertEqual(code, 200, head)
         finally:
+            # The default drain_grace is 15 s; a second SIGTERM skips it (test_lifecycle.py
+            # covers the drain).
+            process.terminate()
+            time.sleep(0.2)
             process.terminate()
             _, err = process.communicate(timeout=20)
             upstream.close()

@@ -14,18 +14,17 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import unittest
 
-from harness import FakeUpstream, Hubdns, curl, dig, free_port
+from harness import (IN_PRIVATE_NAMESPACE, FakeUpstream, Hubdns, curl, dig, free_port,
+                     rerun_in_private_network_namespace)
 
 INTERVAL = 0.2
 RISE = 2
 FALL = 2
 SLACK = 3.0  # seconds on top of every expected delay: CI machines stall, sanitizers are slow
 
-IN_NAMESPACE = os.environ.get("HUBDNS_TEST_IN_NAMESPACE") == "1"
 
 
 def health_config(forwards, extra_health="", workers=2, health_listen='"127.0.0.1:{health_port}"'):
@@ -627,20 +626,10 @@ class NonLoopbackAdminTest(unittest.TestCase):
     the host: requests from there reach hubdns from a non-loopback peer."""
 
     def test_in_private_namespace(self):
-        if IN_NAMESPACE:
-            self.skipTest("inner run")
-        env = dict(os.environ, HUBDNS_TEST_IN_NAMESPACE="1")
-        result = subprocess.run(
-            ["unshare", "--net", sys.executable, "-m", "unittest", "-v", "test_readiness.NonLoopbackInNamespace"],
-            capture_output=True, text=True, timeout=120, env=env,
-            cwd=os.path.dirname(os.path.abspath(__file__)))
-        sys.stderr.write(result.stderr)
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        self.assertIn("OK", result.stderr)
-        self.assertNotIn("skipped", result.stderr)
+        rerun_in_private_network_namespace(self, "test_readiness.NonLoopbackInNamespace")
 
 
-@unittest.skipUnless(IN_NAMESPACE, "runs inside the namespace made by NonLoopbackAdminTest")
+@unittest.skipUnless(IN_PRIVATE_NAMESPACE, "runs inside the namespace made by NonLoopbackAdminTest")
 class NonLoopbackInNamespace(unittest.TestCase):
     OUTSIDE = "192.0.2.1"
 

@@ -278,6 +278,8 @@ TEST_CASE("register_forwarder_metrics: every counter, with its own value") {
   counters.coalesced = 116;
   counters.upstream_overload = 117;
   counters.no_healthy_upstream = 118;
+  counters.stale_answers = 119;
+  counters.cache_prefetches = 120;
 
   MetricsRegistry registry;
   register_forwarder_metrics(registry, counters);
@@ -303,6 +305,8 @@ TEST_CASE("register_forwarder_metrics: every counter, with its own value") {
       "hubdns_dns_coalesced_total 116",
       "hubdns_upstream_max_outstanding_rejects_total 117",
       "hubdns_upstream_none_healthy_total 118",
+      "hubdns_dns_stale_answers_total 119",
+      "hubdns_cache_prefetches_total 120",
   };
   for (const std::string& sample : expected_samples) {
     INFO("missing: ", sample);
@@ -326,7 +330,7 @@ TEST_CASE("register_forwarder_metrics: every counter, with its own value") {
   CHECK(sample_lines == expected_samples.size());
   CHECK(type_lines == registry.family_count());
   CHECK(help_lines == registry.family_count());
-  CHECK(registry.family_count() == 15);
+  CHECK(registry.family_count() == 17);
 
   counters.queries_udp.fetch_add(1, std::memory_order_relaxed);
   CHECK(has_line(registry.render(), "hubdns_dns_queries_total{proto=\"udp\"} 102"));

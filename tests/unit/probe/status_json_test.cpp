@@ -17,8 +17,38 @@ TEST_CASE("an empty view renders every key, with nulls where nothing is known") 
         R"j("listeners_bound":false,"config":{"source":"<default>","generation":1},)j"
         R"j("health_check":{"interval_ms":0,"timeout_ms":0,"rise":0,"fall":0,"first_round_done":false},)j"
         R"j("workers":[],"listeners":{"dns":[],"health":[],"tcp_probe":{"addresses":[],"listening":false,"accepted":0}},)j"
-        R"j("self_check":[],"zones":[]})j"
+        R"j("self_check":[],"zones":[],"cache":{"enabled":false},)j"
+        R"j("instance":{"state":"off","name":null,"vm_scale_set":null,"zone":null,"location":null},)j"
+        R"j("scheduled_events":{"mode":"off","polling":false,"last_result":null,"consecutive_failures":0,)j"
+        R"j("polls_ok":0,"events":[]}})j"
         "\n");
+}
+
+TEST_CASE("the cache's figures when it is on") {
+  StatusView view;
+  view.cache = {.enabled = true, .max_entries = 100, .entries = 3, .bytes = 4096, .hits = 10, .misses = 4,
+                .stale_hits = 1, .insertions = 4, .evictions = 0};
+  std::string json = render_status_json(view);
+  CHECK(json.find(R"j("cache":{"enabled":true,"max_entries":100,"entries":3,"bytes":4096,"hits":10,"misses":4,)j"
+                  R"j("stale_hits":1,"insertions":4,"evictions":0})j") != std::string::npos);
+}
+
+TEST_CASE("instance metadata and scheduled events") {
+  StatusView view;
+  view.instance = {"known", "dns_2", "dns", "1", "westeurope"};
+  view.scheduled_events.mode = "on";
+  view.scheduled_events.polling = true;
+  view.scheduled_events.last_result = "ok";
+  view.scheduled_events.polls_ok = 12;
+  view.scheduled_events.events.push_back(
+      {"E1", "Reboot", "Scheduled", "Mon, 19 Sep 2016 18:29:47 GMT", {"dns_2"}, true, true, "pending"});
+  const std::string json = render_status_json(view);
+  CHECK(json.find(R"j("instance":{"state":"known","name":"dns_2","vm_scale_set":"dns","zone":"1","location":"westeurope"})j") !=
+        std::string::npos);
+  CHECK(json.find(R"j("scheduled_events":{"mode":"on","polling":true,"last_result":"ok","consecutive_failures":0,)j"
+                  R"j("polls_ok":12,"events":[{"id":"E1","type":"Reboot","status":"Scheduled",)j"
+                  R"j("not_before":"Mon, 19 Sep 2016 18:29:47 GMT","resources":["dns_2"],"for_this_instance":true,)j"
+                  R"j("drain_requested":true,"ack":"pending"}]}})j") != std::string::npos);
 }
 
 TEST_CASE("zones, upstreams, self-checks and workers") {

@@ -1,0 +1,41 @@
+#include "probe/cache_admin.h"
+
+#include <vector>
+
+#include "common/dns/name.h"
+#include "common/log/log.h"
+#include "probe/admin_auth.h"
+#include "probe/probe_query.h"
+
+namespace hubdns {
+
+void add_cache_routes(HealthServer& server, PacketCache* cache, std::string admin_token) {
+  server.add_route("POST", "/cache/flush",
+                   [cache, token = std::move(admin_token)](const HttpRequest& request, const RequestContext& context) {
+    if (!admin_request_allowed(context.peer, request.header("authorization"), token)) {
+      LOG_WARN("msg=\"admin request refused\" path=%s peer=%s", request.path.c_str(),
+               context.peer.to_string().c_str());
+      return HttpResponse::text(403, token.empty()
+                                         ? "forbidden: admin endpoints answer loopback clients only (no admin_token is set)\n"
+                                         : "forbidden: admin endpoints need a loopback client or Authorization: Bearer <admin_token>\n");
+    }
+    if (cache == nullptr) return HttpResponse::text(409, "the cache is disabled ([cache] enabled = false): nothing to flush\n");
+    std::optional<std::string> name = request.query_param("name");
+    if (!name) {
+      size_t removed = cache->flush_all();
+      LOG_INFO("msg=\"cache flushed\" entries=%zu peer=%s", removed, context.peer.to_string().c_str());
+      return HttpResponse::text(200, "flushed " + std::to_string(removed) + " entries\n");
+    }
+    std::string absolute, error;
+    std::vector<uint8_t> wire;
+    if (!normalize_dns_name(*name, &absolute, &error) || !encode_dns_name(absolute, &wire)) {
+      return HttpResponse::text(400, "bad name \"" + *name + "\": " + error + "\n");
+    }
+    size_t removed = cache->flush_name(wire.data(), wire.size());
+    LOG_INFO("msg=\"cache flushed\" name=%s entries=%zu peer=%s", absolute.c_str(), removed,
+             context.peer.to_string().c_str());
+    return HttpResponse::text(200, "flushed " + std::to_string(removed) + " entries at or below " + absolute + "\n");
+  });
+}
+
+}  // namespace hubdns

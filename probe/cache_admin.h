@@ -1,0 +1,21 @@
+// POST /cache/flush on the health endpoint: empties the shared answer cache, or with
+// ?name=example.com only the entries for that name and the names below it (what an
+// operator needs after changing a record upstream). An admin endpoint: loopback clients or
+// `Authorization: Bearer <health.admin_token>`, else 403 (probe/admin_auth.h).
+//
+// Runs on the control loop (the route handler); the cache itself is shared with the DNS
+// workers and takes its own shard locks.
+#pragma once
+
+#include <string>
+
+#include "common/cache/packet_cache.h"
+#include "probe/health_server.h"
+
+namespace hubdns {
+
+// Adds the route to `server`. `cache` is nullptr when [cache] is disabled (the route then
+// answers 409 and says so); it must outlive the server's routes.
+void add_cache_routes(HealthServer& server, PacketCache* cache, std::string admin_token);
+
+}  // namespace hubdns
