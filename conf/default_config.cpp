@@ -31,6 +31,9 @@ max_inflight = 10000
 tcp_idle_timeout = "10s"
 # Concurrent client TCP connections per process.
 max_tcp_clients = 1000
+# Per-query log lines (one key=value line per answered query): 0 = none, N = one query
+# in N (sampled, for busy servers), 1 = every query.
+log_queries = 0
 
 [health]
 # HTTP endpoints (/readyz, /livez, /status, /metrics, ...): curl -i 127.0.0.1:8053/healthz

@@ -39,7 +39,7 @@ constexpr Duration seconds(int64_t n) { return Duration{n * 1000}; }
 
 constexpr std::string_view kServerKeys[] = {"listen",        "workers",      "allow",
                                             "query_timeout", "edns_udp_size", "max_inflight",
-                                            "tcp_idle_timeout", "max_tcp_clients"};
+                                            "tcp_idle_timeout", "max_tcp_clients", "log_queries"};
 constexpr std::string_view kHealthKeys[] = {"listen", "tcp_listen", "interval",   "timeout",
                                             "rise",   "fall",       "admin_token", "realtime_priority"};
 constexpr std::string_view kCacheKeys[] = {"enabled",          "max_entries", "min_ttl",
@@ -502,6 +502,7 @@ void read_server(const TableReader& reader, ServerConfig* server, ServerPosition
   reader.read_integer("max_inflight", 1, 10'000'000, &server->max_inflight);
   reader.read_duration("tcp_idle_timeout", ms(100), seconds(3600), &server->tcp_idle_timeout);
   reader.read_integer("max_tcp_clients", 1, 1'000'000, &server->max_tcp_clients);
+  reader.read_integer("log_queries", 0, 1'000'000, &server->log_queries);
 }
 
 // The token is compared with an HTTP Authorization header, so it must fit in one.

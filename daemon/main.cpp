@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -26,7 +27,9 @@
 #include "common/uv/handle.h"
 #include "conf/loader.h"
 #include "forwarder/dns_worker.h"
+#include "daemon/reloader.h"
 #include "forwarder/listen_sockets.h"
+#include "probe/admin_auth.h"
 #include "probe/cache_admin.h"
 #include "probe/curl_multi.h"
 #include "probe/health_monitor.h"
@@ -147,7 +150,7 @@ std::string join_addresses(const std::vector<hubdns::SocketAddress>& addresses) 
 
 // The control loop: health endpoint, health checks, signals and its own heartbeat; runs on
 // the main thread.
-int run_daemon(const hubdns::ConfigSnapshot& config) {
+int run_daemon(const hubdns::ConfigSnapshot& config, const std::string& config_path) {
   using namespace hubdns;
   unsigned worker_count = config->server.workers;
   if (worker_count == 0) worker_count = std::max(1u, std::thread::hardware_concurrency());
@@ -155,18 +158,10 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
   CurlGlobal curl_global;  // before any thread starts (IMDS requests, probe/curl_multi.h)
   ProcessState state(worker_count);
   ForwarderCounters counters;
-  // Written by the health checks on the control loop, read by every DNS worker.
-  auto upstream_health = std::make_shared<UpstreamHealthTable>(*config);
   // Families are registered here, before any thread starts; /metrics renders them on the
   // control loop from the counters the workers bump.
   MetricsRegistry metrics;
   register_forwarder_metrics(metrics, counters);
-  // One answer cache shared by every worker (sharded, common/cache/packet_cache.h).
-  std::unique_ptr<PacketCache> cache;
-  if (config->cache.enabled) {
-    cache = std::make_unique<PacketCache>(config->cache);
-    register_cache_metrics(metrics, *cache);
-  }
 
   std::string error;
   auto sockets = open_listen_sockets(config->server.listen, worker_count, &error);
@@ -180,6 +175,12 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
   EventLoop control_loop;
   int exit_code = kExitOk;
   {
+    // The DNS side: workers, their configuration snapshot, the upstream health table
+    // (written by the checks on this loop, read by every worker) and the shared answer
+    // cache, replaced together on a reload (daemon/reloader.h).
+    Reloader dns(control_loop.get(), config_path, worker_count, &state, &counters, config);
+    dns.register_metrics(metrics);
+    register_cache_metrics(metrics, dns.cache_slot());
     HealthServer health(control_loop.get(), state);
     health.add_route("GET", "/metrics", [&metrics](const HttpRequest&, const RequestContext&) {
       HttpResponse response = HttpResponse::text(200, metrics.render());
@@ -188,15 +189,18 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
     });
     // Upstream checks, data-path self-check, TCP probe port, /status, POST /drain and
     // /undrain; its /metrics families are registered here, before any worker starts.
-    HealthMonitor monitor(control_loop.get(), &health, config, upstream_health, &state, dns_addresses);
+    HealthMonitor monitor(control_loop.get(), &health, config, dns.health(), &state, dns_addresses);
     monitor.register_metrics(metrics);
-    add_cache_routes(health, cache.get(), config->health.admin_token);
-    monitor.add_status_contributor([&cache, max_entries = config->cache.max_entries](StatusView& view) {
+    dns.attach_monitor(&monitor);
+    add_cache_routes(health, dns.cache_slot(), dns.config_slot());
+    monitor.add_status_contributor([&dns](StatusView& view) {
+      dns.fill_status(&view);
+      const std::shared_ptr<PacketCache>& cache = *dns.cache_slot();
       if (!cache) return;
       PacketCache::Stats stats = cache->stats();
-      view.cache = {.enabled = true, .max_entries = max_entries, .entries = stats.entries, .bytes = stats.bytes,
-                    .hits = stats.hits, .misses = stats.misses, .stale_hits = stats.stale_hits,
-                    .insertions = stats.insertions, .evictions = stats.evictions};
+      view.cache = {.enabled = true, .max_entries = dns.config()->cache.max_entries, .entries = stats.entries,
+                    .bytes = stats.bytes, .hits = stats.hits, .misses = stats.misses,
+                    .stale_hits = stats.stale_hits, .insertions = stats.insertions, .evictions = stats.evictions};
     });
     if (health.listen(config->health.listen, &error) != 0) {
       LOG_ERROR("msg=\"cannot bind health listener\" error=\"%s\"", error.c_str());
@@ -218,19 +222,8 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
                             .status_line = [&monitor] { return service_status_line(monitor.status_view()); }});
     // End of lifecycle setup.
 
-    std::vector<std::unique_ptr<DnsWorker>> workers;
-    for (unsigned i = 0; i < worker_count; ++i) {
-      workers.push_back(std::make_unique<DnsWorker>(i, config, upstream_health, &state, &counters,
-                                                    cache.get(), std::move(sockets[i])));
-    }
-    bool started = true;
-    for (auto& worker : workers) {
-      if (!worker->start(&error)) {
-        LOG_ERROR("msg=\"cannot start DNS worker\" error=\"%s\"", error.c_str());
-        started = false;
-        break;
-      }
-    }
+    bool started = dns.start_workers(std::move(sockets), &error);
+    if (!started) LOG_ERROR("msg=\"cannot start DNS worker\" error=\"%s\"", error.c_str());
     // After the workers started, so that only this thread (the control loop) gets it: a
     // probe must not wait behind a busy worker's time slice (common/util/scheduling.h).
     std::string priority_error;
@@ -253,37 +246,39 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
     // finish (at most query_timeout + 1 s), and the process exits 0. A second signal stops
     // at once.
     struct SignalContext {
-      std::vector<std::unique_ptr<DnsWorker>>* workers;
+      Reloader* dns;
       HealthServer* health;
       ProcessState* state;
       SystemdService* systemd;
-      uint64_t drain_grace_ms;
-      uint64_t finish_budget_ms;
       UvTimer drain_timer;
       uint64_t finish_deadline_ms = 0;
       int stop_signals = 0;
-    } context{&workers, &health, &state, &systemd,
-              static_cast<uint64_t>(config->lifecycle.drain_grace.count()),
-              static_cast<uint64_t>(config->server.query_timeout.count()) + 1000, UvTimer{}};
+      // SIGHUP and POST /reload: read the file again and switch to it if it is valid.
+      Reloader::Outcome reload(const char* trigger) {
+        systemd->reloading();
+        Reloader::Outcome outcome = dns->reload(trigger);
+        systemd->reloaded();
+        return outcome;
+      }
+    } context{&dns, &health, &state, &systemd, UvTimer{}};
     context.drain_timer.init(uv_timer_init, control_loop.get());
     context.drain_timer->data = &context;
     static auto wait_for_workers = [](uv_timer_t* timer) {
       auto* ctx = static_cast<SignalContext*>(timer->data);
-      bool all_drained = true;
-      for (auto& worker : *ctx->workers) all_drained = all_drained && worker->drained();
+      const bool all_drained = ctx->dns->all_drained();
       if (all_drained || monotonic_ms() >= ctx->finish_deadline_ms) {
         if (!all_drained) LOG_WARN("msg=\"queries still in flight at the end of the stop budget; they get SERVFAIL\"");
         uv_timer_stop(timer);
-        for (auto& worker : *ctx->workers) worker->request_stop();
-        uv_stop(timer->loop);
+        uv_stop(timer->loop);  // the workers are stopped and joined once the loop returns
       }
     };
     static auto end_of_grace = [](uv_timer_t* timer) {
       auto* ctx = static_cast<SignalContext*>(timer->data);
       LOG_INFO("msg=\"drain grace over: DNS listeners closed, finishing the queries in flight\"");
       ctx->state->set_listeners_bound(false);
-      for (auto& worker : *ctx->workers) worker->request_stop_listening();
-      ctx->finish_deadline_ms = monotonic_ms() + ctx->finish_budget_ms;
+      ctx->dns->stop_listening_all();
+      ctx->finish_deadline_ms =
+          monotonic_ms() + static_cast<uint64_t>(ctx->dns->config()->server.query_timeout.count()) + 1000;
       uv_timer_start(timer, wait_for_workers, 20, 20);
     };
     auto on_stop_signal = [](uv_signal_t* handle, int signum) {
@@ -292,16 +287,28 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
       const char* name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
       if (++ctx->stop_signals > 1) {
         LOG_INFO("msg=\"stopping at once\" signal=%s reason=\"second stop signal\"", name);
-        for (auto& worker : *ctx->workers) worker->request_stop();
         uv_stop(handle->loop);
         return;
       }
       ctx->systemd->stopping();  // STOPPING=1 to systemd
       ctx->state->set_draining(true);
+      const auto grace = static_cast<uint64_t>(ctx->dns->config()->lifecycle.drain_grace.count());
       LOG_INFO("msg=\"stopping: draining first (readiness 503, DNS still served)\" signal=%s drain_grace_ms=%llu",
-               name, static_cast<unsigned long long>(ctx->drain_grace_ms));
-      uv_timer_start(ctx->drain_timer.get(), end_of_grace, ctx->drain_grace_ms, 0);
+               name, static_cast<unsigned long long>(grace));
+      uv_timer_start(ctx->drain_timer.get(), end_of_grace, grace, 0);
     };
+    health.add_route("POST", "/reload", [&dns, &context](const HttpRequest& request, const RequestContext& peer) {
+      const std::string& token = dns.config()->health.admin_token;
+      if (!admin_request_allowed(peer.peer, request.header("authorization"), token)) {
+        LOG_WARN("msg=\"admin request refused\" path=%s peer=%s", request.path.c_str(), peer.peer.to_string().c_str());
+        return HttpResponse::text(403, token.empty()
+                                           ? "forbidden: admin endpoints answer loopback clients only (no admin_token is set)\n"
+                                           : "forbidden: admin endpoints need a loopback client or Authorization: Bearer <admin_token>\n");
+      }
+      Reloader::Outcome outcome = context.reload("POST /reload");
+      if (outcome.ok) return HttpResponse::text(200, outcome.message);
+      return HttpResponse::text(500, "reload failed; the running configuration stays:\n" + outcome.message + "\n");
+    });
     UvSignal sigterm, sigint, sighup;
     sigterm.init(uv_signal_init, control_loop.get());
     sigint.init(uv_signal_init, control_loop.get());
@@ -311,8 +318,8 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
     uv_signal_start(sigint.get(), on_stop_signal, SIGINT);
     uv_signal_start(
         sighup.get(),
-        [](uv_signal_t*, int) {
-          LOG_WARN("msg=\"SIGHUP received; configuration reload is not implemented yet, keeping the running configuration\"");
+        [](uv_signal_t* handle, int) {
+          if (auto* ctx = static_cast<SignalContext*>(handle->data)) ctx->reload("SIGHUP");
         },
         SIGHUP);
 
@@ -330,11 +337,7 @@ int run_daemon(const hubdns::ConfigSnapshot& config) {
     }
 
     state.set_listeners_bound(false);
-    for (auto& worker : workers) worker->request_stop();
-    for (auto& worker : workers) {
-      if (!worker->join()) LOG_WARN("msg=\"a DNS worker loop did not close cleanly\"");
-    }
-    workers.clear();
+    dns.stop_all();
     systemd.stopping();
     systemd.close();
     scheduled_events.close();  // before the CurlMulti it uses
@@ -401,5 +404,5 @@ int main(int argc, char** argv) {
   }
   // A client that vanishes must not kill the process through SIGPIPE.
   std::signal(SIGPIPE, SIG_IGN);
-  return run_daemon(loaded.config);
+  return run_daemon(loaded.config, options.config_path);
 }

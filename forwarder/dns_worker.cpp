@@ -1,12 +1,16 @@
 #include "forwarder/dns_worker.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 
+#include "common/dns/name.h"
+#include "common/health/loop_probes.h"
 #include "common/util/clock.h"
 #include "forwarder/dns_worker_loop.h"
 
@@ -64,6 +68,7 @@ DnsWorkerLoop::DnsWorkerLoop(unsigned index, ConfigSnapshot config, SharedUpstre
       listen_sockets_(std::move(sockets)),
       max_inflight_here_(divide_round_up(config_->server.max_inflight, state->worker_count())),
       max_tcp_clients_here_(divide_round_up(config_->server.max_tcp_clients, state->worker_count())),
+      log_queries_every_(config_->server.log_queries),
       udp_(loop_.get(), on_udp_datagram, on_udp_batch_end, this) {
   const auto& rules = config_->forward;
   upstream_state_.resize(rules.size());
@@ -130,6 +135,7 @@ bool DnsWorkerLoop::prepare(std::string* error) {
   uv_unref(stop_listening_async_.as_handle());
 
   for (ListenSocket& socket : listen_sockets_) {
+    listening_fds_.push_back(socket);
     int id = udp_.add_socket(socket.udp_fd);
     socket.udp_fd = -1;  // owned by udp_ now, even on failure
     if (id < 0) {
@@ -317,6 +323,20 @@ bool DnsWorkerLoop::answer_self_check(ClientKind kind, uint32_t udp_socket, cons
   return true;
 }
 
+bool DnsWorkerLoop::answer_loop_probe(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
+                                      uint64_t tcp_client_id, const uint8_t* data,
+                                      const dns::QueryInfo& info) {
+  uint64_t token = 0;
+  if (!parse_loop_probe_name(data + info.qname_offset, info.qname_length, &token)) return false;
+  // Another instance's probe (a chained tier) is no loop of ours: it is forwarded as usual.
+  if (!state_->loop_probes().note_arrival(token)) return false;
+  // Answered here, never forwarded: the circle ends at its first turn. NXDOMAIN rather than
+  // REFUSED, so resolvers on the way back take it as final instead of trying their other
+  // servers; the control loop judges by the arrival noted above, not by this answer.
+  reply_error(kind, udp_socket, client, tcp_client_id, data, info, dns::kNxDomain, dns::ExtendedError::none);
+  return true;
+}
+
 uint64_t DnsWorkerLoop::question_key(const uint8_t* lower_name, const dns::QueryInfo& info,
                                      size_t rule, ClientKind kind) const {
   // FNV-1a over everything that makes two queries the same upstream question, seeded per
@@ -375,6 +395,11 @@ void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_socket, const Soc
   // delivers queries to a worker, whatever `allow` says about loopback.
   // Not counted as a client query: /metrics shows what clients asked.
   if (check == dns::QueryCheck::ok && answer_self_check(kind, udp_socket, client, tcp_client_id, data, info)) {
+    return;
+  }
+  // Our forwarding-loop probe, back from an upstream that leads here: before the ACL too
+  // (it comes from whatever forwarder closes the loop), and not a client query either.
+  if (check == dns::QueryCheck::ok && answer_loop_probe(kind, udp_socket, client, tcp_client_id, data, info)) {
     return;
   }
   (kind == ClientKind::udp ? counters_->queries_udp : counters_->queries_tcp).fetch_add(1, std::memory_order_relaxed);
@@ -493,6 +518,7 @@ void DnsWorkerLoop::reply_error(ClientKind kind, uint32_t udp_socket, const Sock
   size_t length = dns::build_error_response(query, info, rcode, ede, config_->server.edns_udp_size,
                                             answer, sizeof answer);
   if (length == 0) return;
+  maybe_log_query(kind, client, info, answer, length);
   if (kind == ClientKind::udp) {
     udp_.send(udp_socket, client.sockaddr_ptr(), client.sockaddr_len(), answer, length);
   } else {
@@ -513,6 +539,7 @@ void DnsWorkerLoop::send_to_client(const PendingQuery& query, uint8_t* answer, s
 void DnsWorkerLoop::deliver(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
                             uint64_t tcp_client_id, const dns::QueryInfo& info, uint8_t* answer,
                             size_t length) {
+  maybe_log_query(kind, client, info, answer, length);
   if (kind == ClientKind::tcp) {
     send_tcp_to_client(tcp_client_id, answer, length);
     return;
@@ -524,6 +551,20 @@ void DnsWorkerLoop::deliver(ClientKind kind, uint32_t udp_socket, const SocketAd
                                     config_->server.edns_udp_size);
   }
   udp_.send(udp_socket, client.sockaddr_ptr(), client.sockaddr_len(), answer, length);
+}
+
+void DnsWorkerLoop::log_query(ClientKind kind, const SocketAddress& client, const dns::QueryInfo& info,
+                              const uint8_t* answer, size_t length) const {
+  static constexpr const char* kRcodes[] = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"};
+  const uint8_t rcode = length >= dns::kHeaderSize ? dns::message_rcode(answer) : 0;
+  // The question as the client spelled it; an answer to a malformed query may have none.
+  std::string name = info.question_end > info.qname_offset && info.qname_offset + info.qname_length <= length
+                         ? wire_name_to_text(answer + info.qname_offset, info.qname_length)
+                         : "-";
+  LOG_INFO("msg=\"query\" proto=%s client=%s name=%s type=%u rcode=%s bytes=%zu worker=%u",
+           kind == ClientKind::tcp ? "tcp" : "udp", client.to_string().c_str(), name.c_str(),
+           static_cast<unsigned>(info.qtype), rcode < 6 ? kRcodes[rcode] : std::to_string(rcode).c_str(), length,
+           index_);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -570,6 +611,22 @@ bool DnsWorkerLoop::send_stale(const PendingQuery& waiting) {
 // ---------------------------------------------------------------------------------------
 // Upstream attempts
 
+namespace {
+
+// Down and loop upstreams get no queries, with one exception: another instance's loop
+// probe still goes to a loop upstream. Two hubdns forwarding a zone to each other would
+// otherwise learn of the loop one at a time: once the first marks it, the second's probes
+// end at the first and never come back. The probe stops at the instance that sent it.
+bool upstream_takes(const UpstreamHealthEntry& entry, const std::vector<uint8_t>& upstream_query,
+                    size_t qname_length) {
+  if (entry.is_usable()) return true;
+  uint64_t token = 0;
+  return entry.status.load(std::memory_order_relaxed) == UpstreamStatus::loop &&
+         parse_loop_probe_name(upstream_query.data() + dns::kHeaderSize, qname_length, &token);
+}
+
+}  // namespace
+
 size_t DnsWorkerLoop::choose_upstream(PendingQuery& query) {
   const ForwardRule& rule = config_->forward[query.rule];
   size_t count = std::min(rule.upstreams.size(), kMaxUpstreamsPerRule);
@@ -578,7 +635,7 @@ size_t DnsWorkerLoop::choose_upstream(PendingQuery& query) {
   const UpstreamHealthTable& health = *upstream_health_;
   auto usable = [&](size_t i) {
     return (query.tried_mask & (1u << i)) == 0 && states[i].outstanding < limit &&
-           !health.entry(query.rule, i).is_down();
+           upstream_takes(health.entry(query.rule, i), query.upstream_query, query.info.qname_length);
   };
   auto first_usable_from = [&](size_t start) {
     for (size_t k = 0; k < count; ++k) {
@@ -619,7 +676,7 @@ bool DnsWorkerLoop::start_attempt(uint32_t slot) {
       bool any_full = false, any_down = false;
       for (size_t i = 0; i < std::min(rule.upstreams.size(), kMaxUpstreamsPerRule); ++i) {
         if ((query.tried_mask & (1u << i)) != 0) continue;
-        if (upstream_health_->entry(query.rule, i).is_down()) {
+        if (!upstream_health_->entry(query.rule, i).is_usable()) {
           any_down = true;
         } else {
           any_full = true;
@@ -966,6 +1023,27 @@ void DnsWorker::request_stop_listening() {
 }
 
 bool DnsWorker::drained() const { return loop_->drained(); }
+
+std::vector<ListenSocket> DnsWorker::duplicate_listen_sockets(std::string* error) const {
+  std::vector<ListenSocket> copies;
+  for (const ListenSocket& socket : loop_->listening_fds()) {
+    ListenSocket copy{socket.address, ::fcntl(socket.udp_fd, F_DUPFD_CLOEXEC, 0),
+                      ::fcntl(socket.tcp_fd, F_DUPFD_CLOEXEC, 0)};
+    if (copy.udp_fd < 0 || copy.tcp_fd < 0) {
+      *error = std::string("cannot duplicate the listening sockets of ") + socket.address.to_string() + ": " +
+               std::strerror(errno);
+      if (copy.udp_fd >= 0) ::close(copy.udp_fd);
+      if (copy.tcp_fd >= 0) ::close(copy.tcp_fd);
+      for (ListenSocket& made : copies) {
+        ::close(made.udp_fd);
+        ::close(made.tcp_fd);
+      }
+      return {};
+    }
+    copies.push_back(copy);
+  }
+  return copies;
+}
 
 void DnsWorker::request_stop() {
   if (thread_.joinable()) loop_->request_stop();

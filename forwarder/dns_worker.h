@@ -40,6 +40,10 @@ class DnsWorker {
   void request_stop_listening();
   // Any thread: true once the worker stopped listening and owes no answer any more.
   bool drained() const;
+  // Main thread, while the worker runs and before request_stop_listening(): duplicates of
+  // its listening sockets (the same kernel sockets: nothing queued on them is lost) for
+  // the worker that replaces it on a reload. Empty, with *error, if dup() fails.
+  std::vector<ListenSocket> duplicate_listen_sockets(std::string* error) const;
   // Any thread: asks the worker to close everything and let its loop end.
   void request_stop();
   // Waits for the thread; returns false if the loop did not close cleanly (leaked handle).

@@ -62,6 +62,9 @@ class DnsWorkerLoop {
   void request_stop() { uv_async_send(stop_async_.get()); }
   void request_stop_listening() { uv_async_send(stop_listening_async_.get()); }
   bool drained() const { return drained_.load(std::memory_order_acquire); }
+  // The listening sockets as handed over (fd numbers fixed after prepare(), readable from
+  // the main thread; the fds stay open until stop_listening or the stop).
+  const std::vector<ListenSocket>& listening_fds() const { return listening_fds_; }
 
  private:
   static constexpr uint32_t kNone = 0xFFFFFFFFu;
@@ -156,6 +159,9 @@ class DnsWorkerLoop {
   bool client_allowed(const SocketAddress& client) const;
   bool answer_self_check(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
                          uint64_t tcp_client_id, const uint8_t* data, const dns::QueryInfo& info);
+  // Our own forwarding-loop probe came back (common/health/loop_probes.h): noted, answered.
+  bool answer_loop_probe(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
+                         uint64_t tcp_client_id, const uint8_t* data, const dns::QueryInfo& info);
   void reply_error(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
                    uint64_t tcp_client_id, const uint8_t* query, const dns::QueryInfo& info,
                    uint8_t rcode, dns::ExtendedError ede);
@@ -164,6 +170,16 @@ class DnsWorkerLoop {
   // over UDP cut to what the client can take (TC set).
   void deliver(ClientKind kind, uint32_t udp_socket, const SocketAddress& client,
                uint64_t tcp_client_id, const dns::QueryInfo& info, uint8_t* answer, size_t length);
+  // server.log_queries: one answer in N gets a log line (the branch is all it costs when 0).
+  void maybe_log_query(ClientKind kind, const SocketAddress& client, const dns::QueryInfo& info,
+                       const uint8_t* answer, size_t length) {
+    if (log_queries_every_ != 0 && ++queries_since_logged_ >= log_queries_every_) {
+      queries_since_logged_ = 0;
+      log_query(kind, client, info, answer, length);
+    }
+  }
+  void log_query(ClientKind kind, const SocketAddress& client, const dns::QueryInfo& info,
+                 const uint8_t* answer, size_t length) const;
 
   // --- cache (dns_worker.cpp)
   bool cache_enabled_for(size_t rule) const { return cache_ != nullptr && config_->forward[rule].cache; }
@@ -227,8 +243,11 @@ class DnsWorkerLoop {
   ForwarderCounters* counters_;
   PacketCache* cache_;  // shared by every worker; nullptr when [cache] is disabled
   std::vector<ListenSocket> listen_sockets_;
+  std::vector<ListenSocket> listening_fds_;
   uint32_t max_inflight_here_;
   uint32_t max_tcp_clients_here_;
+  uint32_t log_queries_every_;
+  uint32_t queries_since_logged_ = 0;
 
   EventLoop loop_;
   UvAsync stop_async_;

@@ -9,9 +9,11 @@
 
 namespace hubdns {
 
-void add_cache_routes(HealthServer& server, PacketCache* cache, std::string admin_token) {
+void add_cache_routes(HealthServer& server, const std::shared_ptr<PacketCache>* cache_slot, const ConfigSnapshot* config) {
   server.add_route("POST", "/cache/flush",
-                   [cache, token = std::move(admin_token)](const HttpRequest& request, const RequestContext& context) {
+                   [cache_slot, config](const HttpRequest& request, const RequestContext& context) {
+    const std::string& token = (*config)->health.admin_token;
+    PacketCache* cache = cache_slot->get();
     if (!admin_request_allowed(context.peer, request.header("authorization"), token)) {
       LOG_WARN("msg=\"admin request refused\" path=%s peer=%s", request.path.c_str(),
                context.peer.to_string().c_str());

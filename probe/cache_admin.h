@@ -7,6 +7,7 @@
 // workers and takes its own shard locks.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "common/cache/packet_cache.h"
@@ -14,8 +15,9 @@
 
 namespace hubdns {
 
-// Adds the route to `server`. `cache` is nullptr when [cache] is disabled (the route then
-// answers 409 and says so); it must outlive the server's routes.
-void add_cache_routes(HealthServer& server, PacketCache* cache, std::string admin_token);
+// Adds the route to `server`. `cache` and `config` point at the current cache (nullptr
+// while [cache] is disabled: the route then answers 409 and says so) and configuration
+// (for health.admin_token); a reload may replace both. They must outlive the server's routes.
+void add_cache_routes(HealthServer& server, const std::shared_ptr<PacketCache>* cache, const ConfigSnapshot* config);
 
 }  // namespace hubdns

@@ -76,7 +76,17 @@ bool UpstreamTracker::apply(const ProbeOutcome& outcome, uint64_t now_ms) {
     last_error_ms_ = now_ms;
     if (status_ != UpstreamStatus::down && consecutive_failures_ >= fall_) status_ = UpstreamStatus::down;
   }
-  if (status_ == before) return false;
+  // Under a loop the visible status stays `loop` whatever happens underneath.
+  if (status_ == before || loop_) return false;
+  last_change_ms_ = now_ms;
+  return true;
+}
+
+bool UpstreamTracker::set_loop(bool loop, uint64_t now_ms) {
+  if (loop == loop_) return false;
+  const UpstreamStatus before = status();
+  loop_ = loop;
+  if (status() == before) return false;
   last_change_ms_ = now_ms;
   return true;
 }

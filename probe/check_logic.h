@@ -75,8 +75,21 @@ class UpstreamTracker {
   // Applies one check's result at now_ms. Returns true when the status changed.
   bool apply(const ProbeOutcome& outcome, uint64_t now_ms);
 
-  UpstreamStatus status() const { return status_; }
+  // `loop` while the loop detector (probe/loop_detector.h) says the upstream leads back to
+  // this instance, else what the checks decided.
+  UpstreamStatus status() const { return loop_ ? UpstreamStatus::loop : status_; }
+  // A loop is a configuration error, not an outage, so no check result lifts it: the
+  // checks go on underneath (health_status()) and only the loop detector's next verdict (at
+  // a reload or restart) clears it. Returns true when status() changed.
+  bool set_loop(bool loop, uint64_t now_ms);
+  bool loop() const { return loop_; }
+  UpstreamStatus health_status() const { return status_; }
   bool checked() const { return results_ > 0; }  // at least one result so far
+  // A reload may change health.rise and health.fall; the streaks so far stay.
+  void set_thresholds(uint32_t rise, uint32_t fall) {
+    rise_ = rise;
+    fall_ = fall;
+  }
   uint64_t results() const { return results_; }
   uint32_t consecutive_successes() const { return consecutive_successes_; }
   uint32_t consecutive_failures() const { return consecutive_failures_; }
@@ -92,6 +105,7 @@ class UpstreamTracker {
   uint32_t rise_;
   uint32_t fall_;
   UpstreamStatus status_ = UpstreamStatus::unknown;
+  bool loop_ = false;
   uint64_t results_ = 0;
   uint32_t consecutive_successes_ = 0;
   uint32_t consecutive_failures_ = 0;

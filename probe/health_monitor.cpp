@@ -45,10 +45,14 @@ HealthMonitor::HealthMonitor(uv_loop_t* loop, HealthServer* server, ConfigSnapsh
       options_(options),
       dns_listeners_(std::move(dns_listeners)),
       checker_(loop, config_, table_),
+      loop_detector_(loop, config_, &state->loop_probes()),
       self_check_(loop, dns_listeners_, static_cast<uint64_t>(config_->health.timeout.count()), config_->health.fall),
       tcp_probe_(loop, config_->health.tcp_listen),
       started_ms_(monotonic_ms()) {
   checker_.set_change_listener([this] { readiness_may_have_changed(); });
+  loop_detector_.set_verdict_listener([this](const LoopDetector::Upstream& upstream, bool in_loop) {
+    checker_.set_loop(upstream.rule, upstream.index, upstream.address, in_loop);
+  });
   self_check_.set_change_listener([this] { readiness_may_have_changed(); });
   server_->set_readiness_contributor([this](ReadinessInputs& inputs) { contribute(inputs); });
   server_->add_route("GET", "/status",
@@ -75,6 +79,26 @@ void HealthMonitor::start() {
   // The health listeners keep the loop running; these timers alone must not.
   uv_unref(round_timer_.as_handle());
   uv_unref(watch_timer_.as_handle());
+  // At once too: the workers already run, and a loop found before traffic arrives saves
+  // the first clients' queries from circling.
+  loop_detector_.run_all();
+}
+
+void HealthMonitor::reconfigure(ConfigSnapshot config, SharedUpstreamHealth table, uint64_t generation) {
+  if (closed_) return;
+  first_round_done_before_ = first_round_done();
+  config_ = std::move(config);
+  table_ = std::move(table);
+  options_.config_generation = generation;
+  checker_.reconfigure(config_, table_);
+  // Upstreams that stay keep a loop verdict (in their tracker) until this check decides.
+  loop_detector_.reconfigure(config_);
+  if (round_timer_.initialized() && uv_is_active(round_timer_.as_handle())) {
+    // A round at once: new upstreams get their first result without waiting an interval.
+    const auto interval = static_cast<uint64_t>(config_->health.interval.count());
+    uv_timer_start(round_timer_.get(), on_round, 0, interval);
+  }
+  readiness_may_have_changed();
 }
 
 void HealthMonitor::close() {
@@ -82,6 +106,7 @@ void HealthMonitor::close() {
   closed_ = true;
   round_timer_.close();
   watch_timer_.close();
+  loop_detector_.close();
   checker_.close();
   self_check_.close();
   tcp_probe_.close();
@@ -123,7 +148,7 @@ void HealthMonitor::readiness_may_have_changed() {
     ReadinessReport report = server_->readiness();
     tcp_probe_.set_ready(report.ready);
     // Not ready while the first round runs is expected, not news: say nothing until then.
-    if (!report.ready && !logged_ready_ && !checker_.first_round_done()) return;
+    if (!report.ready && !logged_ready_ && !first_round_done()) return;
     if (logged_ready_ == report.ready) return;
     logged_ready_ = report.ready;
     if (report.ready) {
@@ -137,7 +162,7 @@ void HealthMonitor::readiness_may_have_changed() {
 }
 
 void HealthMonitor::contribute(ReadinessInputs& inputs) const {
-  inputs.first_probe_round_done = checker_.first_round_done();
+  inputs.first_probe_round_done = first_round_done();
   inputs.upstreams_unchecked = checker_.unchecked();
   const auto& rules = checker_.upstreams();
   for (size_t rule = 0; rule < rules.size(); ++rule) {
@@ -197,7 +222,7 @@ StatusView HealthMonitor::status_view() const {
   view.timeout_ms = static_cast<uint64_t>(config_->health.timeout.count());
   view.rise = config_->health.rise;
   view.fall = config_->health.fall;
-  view.first_round_done = checker_.first_round_done();
+  view.first_round_done = first_round_done();
 
   for (unsigned i = 0; i < state_->worker_count(); ++i) {
     WorkerView worker;
@@ -256,6 +281,13 @@ StatusView HealthMonitor::status_view() const {
       out.failures = entry.failures.load(std::memory_order_relaxed);
       const uint64_t latency_total = entry.answer_latency_us_total.load(std::memory_order_relaxed);
       out.average_latency_us = out.answers > 0 ? static_cast<int64_t>(latency_total / out.answers) : -1;
+      const auto& loop_checks = loop_detector_.upstreams();
+      if (rule < loop_checks.size() && upstream.index < loop_checks[rule].size()) {
+        const LoopDetector::Upstream& check = loop_checks[rule][upstream.index];
+        out.loop_check = to_string(check.state);
+        out.loop_check_result = check.last_result;
+        out.loop_probes = check.probes_sent;
+      }
       zone.upstreams.push_back(std::move(out));
     }
     view.zones.push_back(std::move(zone));
@@ -287,13 +319,32 @@ void HealthMonitor::register_metrics(MetricsRegistry& registry) {
                       [self](MetricSink& sink) { sink.add({}, self->options_.config_generation); });
   registry.add_family({.name = "hubdns_upstream_up",
                        .type = MetricType::gauge,
-                       .help = "1 when the health checks consider the upstream up, 0 when down or not decided yet.",
+                       .help = "1 when the health checks consider the upstream up, 0 when down, loop or not decided yet.",
                        .label_names = {"zone", "upstream"}},
                       [self](MetricSink& sink) {
                         self->for_each_upstream([&](const std::string& zone, const UpstreamChecker::Upstream& upstream) {
                             sink.add({zone, upstream.address_text},
                                      upstream.tracker.status() == UpstreamStatus::up ? 1 : 0);
                         });
+                      });
+  registry.add_family({.name = "hubdns_upstream_loop",
+                       .type = MetricType::gauge,
+                       .help = "1 while the upstream is known to lead back to this instance (a forwarding loop: it gets no queries until a reload or restart checks again), else 0.",
+                       .label_names = {"zone", "upstream"}},
+                      [self](MetricSink& sink) {
+                        self->for_each_upstream([&](const std::string& zone, const UpstreamChecker::Upstream& upstream) {
+                            sink.add({zone, upstream.address_text}, upstream.tracker.loop() ? 1 : 0);
+                        });
+                      });
+  registry.add_family({.name = "hubdns_loop_probes_total",
+                       .type = MetricType::counter,
+                       .help = "Forwarding-loop probes judged, by result: loop (came back to this instance), clear (answered elsewhere), no_verdict (timeout, network error or SERVFAIL: asked again later).",
+                       .label_names = {"result"}},
+                      [self](MetricSink& sink) {
+                        const auto& results = self->loop_detector_.results();
+                        for (size_t i = 0; i < kLoopProbeResultCount; ++i) {
+                          sink.add({loop_probe_result_label(static_cast<LoopProbeResult>(i))}, results[i]);
+                        }
                       });
   registry.add_family({.name = "hubdns_upstream_probes_total",
                        .type = MetricType::counter,

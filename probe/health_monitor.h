@@ -29,6 +29,7 @@
 #include "common/net/address.h"
 #include "common/uv/handle.h"
 #include "probe/health_server.h"
+#include "probe/loop_detector.h"
 #include "probe/self_check.h"
 #include "probe/status_json.h"
 #include "probe/tcp_probe_port.h"
@@ -55,6 +56,10 @@ class HealthMonitor {
   void start();
   // Stops timers and checks, closes the TCP probe port, detaches from the server. Idempotent.
   void close();
+  // A reload: checks the upstreams of `config` from now on (those that stay keep their
+  // state), with its health settings; /status and /metrics show `generation`. Readiness
+  // does not wait for a new first round: new upstreams start "unknown", which is usable.
+  void reconfigure(ConfigSnapshot config, SharedUpstreamHealth table, uint64_t generation);
 
   StatusView status_view() const;
   // Adds facts owned elsewhere on the control loop (instance metadata, scheduled events)
@@ -67,6 +72,10 @@ class HealthMonitor {
   bool ready() const { return server_->readiness().ready; }
 
   const UpstreamChecker& checker() const { return checker_; }
+  const LoopDetector& loop_detector() const { return loop_detector_; }
+  // Checks every upstream for a forwarding loop again (start() and reconfigure() do it
+  // too); safe while a check is in flight. Verdicts hold until the new ones arrive.
+  void check_forwarding_loops() { loop_detector_.run_all(); }
   const DataPathSelfCheck& self_check() const { return self_check_; }
   const TcpProbePort& tcp_probe_port() const { return tcp_probe_; }
 
@@ -85,6 +94,8 @@ class HealthMonitor {
     }
   }
   std::string display_zone_of(size_t rule) const;
+  // The first check round finished once: a milestone of the process, kept across reloads.
+  bool first_round_done() const { return first_round_done_before_ || checker_.first_round_done(); }
   // Re-evaluates readiness: opens or closes the TCP probe port, logs a change.
   void readiness_may_have_changed();
   HttpResponse admin(const HttpRequest& request, const RequestContext& context, bool drain);
@@ -98,6 +109,7 @@ class HealthMonitor {
   HealthMonitorOptions options_;
   std::vector<SocketAddress> dns_listeners_;
   UpstreamChecker checker_;
+  LoopDetector loop_detector_;  // its verdicts reach the checker, the writer of the shared status
   DataPathSelfCheck self_check_;
   TcpProbePort tcp_probe_;
   UvTimer round_timer_;
@@ -106,6 +118,7 @@ class HealthMonitor {
   std::vector<std::function<void(StatusView&)>> status_contributors_;
   std::optional<bool> logged_ready_;  // the readiness last logged
   bool closed_ = false;
+  bool first_round_done_before_ = false;  // by a configuration before the current one
 };
 
 }  // namespace hubdns

@@ -137,16 +137,25 @@ std::string dns_type_name(uint16_t qtype) {
   }
 }
 
-uint16_t random_dns_id() {
-  uint16_t id = 0;
+namespace {
+
+template <typename T>
+T random_value() {
+  T value = 0;
   // Synchronous form (no loop, no callback): reads getrandom(2) / /dev/urandom.
-  if (uv_random(nullptr, nullptr, &id, sizeof id, 0, nullptr) != 0) {
-    // Only without any entropy source at all; the ID is then merely unpredictable enough
-    // for a health probe, which proves reachability, not authenticity.
+  if (uv_random(nullptr, nullptr, &value, sizeof value, 0, nullptr) != 0) {
+    // Only without any entropy source at all; the value is then merely unpredictable
+    // enough for a health probe, which proves reachability, not authenticity.
     static std::random_device device;
-    id = static_cast<uint16_t>(device());
+    value = static_cast<T>((static_cast<uint64_t>(device()) << 32) | device());
   }
-  return id;
+  return value;
 }
+
+}  // namespace
+
+uint16_t random_dns_id() { return random_value<uint16_t>(); }
+
+uint64_t random_u64() { return random_value<uint64_t>(); }
 
 }  // namespace hubdns

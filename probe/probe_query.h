@@ -53,5 +53,7 @@ std::string dns_type_name(uint16_t qtype);
 // A 16-bit ID from the operating system's CSPRNG (uv_random), so probe answers cannot be
 // guessed by an off-path spoofer.
 uint16_t random_dns_id();
+// 64 bits from the same source (the forwarding-loop probes' tokens).
+uint64_t random_u64();
 
 }  // namespace hubdns

@@ -21,9 +21,12 @@ void append_silent_loops(const LoopHeartbeats& loops, std::vector<std::string>* 
   }
 }
 
-// "192.168.1.10:53: timeout x3" / "192.168.1.11:53: REFUSED" / "192.168.1.12:53: not checked yet"
+// "192.168.1.10:53: timeout x3" / "192.168.1.11:53: REFUSED" / "192.168.1.12:53: not checked yet" /
+// "10.1.0.4:53: forwards back to this instance (loop)"
 std::string describe_upstream(const UpstreamHealthSummary& upstream) {
   std::string text = upstream.address + ": ";
+  // Before `checked`: the loop verdict may come before the first health check result.
+  if (upstream.status == UpstreamStatus::loop) return text + "forwards back to this instance (loop)";
   if (!upstream.checked) return text + "not checked yet";
   if (upstream.last_error.empty()) return text + to_string(upstream.status);
   text += upstream.last_error;

@@ -65,6 +65,15 @@ void write_upstream(JsonWriter& json, const UpstreamStatusView& upstream) {
   json.member("failures", upstream.failures);
   us_as_ms_or_null(json, "average_latency_ms", upstream.average_latency_us);
   json.end_object();
+  if (upstream.loop_check.empty()) {
+    json.key("loop_check").null();
+  } else {
+    json.key("loop_check").begin_object();
+    json.member("state", upstream.loop_check);
+    string_or_null(json, "last_result", upstream.loop_check_result);
+    json.member("probes", upstream.loop_probes);
+    json.end_object();
+  }
   json.end_object();
 }
 
@@ -83,6 +92,13 @@ std::string render_status_json(const StatusView& view) {
   json.key("config").begin_object();
   json.member("source", view.config_source);
   json.member("generation", view.config_generation);
+  json.key("reloads").begin_object();
+  json.member("ok", view.reload.ok);
+  json.member("failed", view.reload.failed);
+  json.member("last_ok", view.reload.last_ok);
+  string_or_null(json, "last_error", view.reload.last_error);
+  json.member("retiring_workers", static_cast<uint64_t>(view.reload.retiring_workers));
+  json.end_object();
   json.end_object();
 
   json.key("health_check").begin_object();

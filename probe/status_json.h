@@ -17,7 +17,9 @@
 //   "self_check": [{"listener": "127.0.0.1:53/udp", "state": "passing", ...}],
 //   "zones": [{"zone": ".", "critical": true, "policy": "fastest",
 //              "probe": {"name": ".", "type": "SOA"}, "upstreams_up": 1,
-//              "upstreams": [{"address": "168.63.129.16:53", "status": "up", ...}]}],
+//              "upstreams": [{"address": "168.63.129.16:53", "status": "up", ...,
+//                             "loop_check": {"state": "clear", "last_result": "NXDOMAIN",
+//                                            "probes": 1}}]}],
 //   "instance": {"state": "known", "name": "dns-1", "vm_scale_set": "dns", "zone": "1",
 //                "location": "westeurope"},   (names null until known; state "off" without IMDS)
 //   "scheduled_events": {"mode": "off", "polling": false, "last_result": null,
@@ -54,6 +56,12 @@ struct UpstreamStatusView {
   uint64_t answers = 0;         // real traffic (the DNS workers' passive evidence)
   uint64_t failures = 0;
   int64_t average_latency_us = -1;  // over `answers`; -1 when there were none
+  // The forwarding-loop check (probe/loop_detector.h): "pending", "clear", "loop",
+  // "retrying" or "not_checked" ("" when none ran: "loop_check" is null); what its last
+  // probe got ("NXDOMAIN", "timeout", "came back to this instance"); probes sent.
+  std::string loop_check;
+  std::string loop_check_result;
+  uint64_t loop_probes = 0;
 };
 
 struct ZoneStatusView {
@@ -123,6 +131,14 @@ struct CacheStatusView {
   uint64_t evictions = 0;
 };
 
+struct ReloadStatusView {
+  uint64_t ok = 0;
+  uint64_t failed = 0;
+  bool last_ok = true;       // true until a reload fails
+  std::string last_error;    // of the last failed reload ("FILE:LINE:COL: ..." lines)
+  size_t retiring_workers = 0;  // workers of an older generation still finishing queries
+};
+
 struct StatusView {
   std::string version;
   double uptime_seconds = 0;
@@ -148,6 +164,7 @@ struct StatusView {
   InstanceStatusView instance;
   ScheduledEventsStatusView scheduled_events;
   CacheStatusView cache;
+  ReloadStatusView reload;
 };
 
 std::string render_status_json(const StatusView& view);

@@ -45,6 +45,46 @@ UpstreamChecker::UpstreamChecker(uv_loop_t* loop, ConfigSnapshot config, SharedU
 
 UpstreamChecker::~UpstreamChecker() { close(); }
 
+void UpstreamChecker::reconfigure(ConfigSnapshot config, SharedUpstreamHealth table) {
+  if (closed_) return;
+  for (auto& rule : upstreams_) {
+    for (Upstream& upstream : rule) {
+      if (upstream.in_flight != nullptr) {
+        upstream.in_flight->cancel();
+        upstream.in_flight = nullptr;
+      }
+    }
+  }
+  std::vector<std::vector<Upstream>> previous = std::move(upstreams_);
+  ConfigSnapshot previous_config = std::move(config_);
+  config_ = std::move(config);
+  table_ = std::move(table);
+  const HealthConfig& health = config_->health;
+  upstreams_.clear();
+  upstreams_.resize(config_->forward.size());
+  unchecked_ = 0;
+  for (size_t rule = 0; rule < config_->forward.size(); ++rule) {
+    const ForwardRule& forward = config_->forward[rule];
+    upstreams_[rule].reserve(forward.upstreams.size());
+    for (size_t i = 0; i < forward.upstreams.size(); ++i) {
+      Upstream& fresh = upstreams_[rule].emplace_back(rule, i, forward.upstreams[i], health.rise, health.fall);
+      for (auto& old_rule : previous) {
+        for (Upstream& old : old_rule) {
+          if (old.address == fresh.address && previous_config->forward[old.rule].zone == forward.zone) {
+            fresh.tracker = old.tracker;
+            fresh.tracker.set_thresholds(health.rise, health.fall);
+            fresh.probe_results = old.probe_results;
+            fresh.traffic_checks = old.traffic_checks;
+            fresh.seen_answers = old.seen_answers;
+            fresh.last_probe_latency_us = old.last_probe_latency_us;
+          }
+        }
+      }
+      if (!fresh.tracker.checked()) ++unchecked_;
+    }
+  }
+}
+
 void UpstreamChecker::close() {
   if (closed_) return;
   closed_ = true;
@@ -143,6 +183,20 @@ void UpstreamChecker::apply(Upstream& upstream, const ProbeOutcome& outcome) {
     }
   }
   if (notify && listener_) listener_();
+}
+
+bool UpstreamChecker::set_loop(size_t rule, size_t index, const SocketAddress& address, bool loop) {
+  if (rule >= upstreams_.size() || index >= upstreams_[rule].size()) return false;
+  Upstream& upstream = upstreams_[rule][index];
+  if (!(upstream.address == address) || !upstream.tracker.set_loop(loop, monotonic_ms())) return false;
+  table_->entry(rule, index).status.store(upstream.tracker.status(), std::memory_order_relaxed);
+  if (!loop) {
+    LOG_INFO("msg=\"forwarding loop no longer detected\" zone=%s upstream=%s status=%s",
+             display_zone(config_->forward[rule].zone).c_str(), upstream.address_text.c_str(),
+             to_string(upstream.tracker.status()));
+  }
+  if (listener_) listener_();
+  return true;
 }
 
 }  // namespace hubdns

@@ -64,6 +64,16 @@ class UpstreamChecker {
   void run_round();
   // Cancels outstanding probes. Idempotent.
   void close();
+  // A reload: the upstreams of `config` from now on. One that stays (same zone, same
+  // address) keeps its tracker (status, streaks, last error) and its counts; probes in
+  // flight are cancelled (the next round asks again).
+  void reconfigure(ConfigSnapshot config, SharedUpstreamHealth table);
+
+  // The loop detector's verdict for upstream `index` of rule `rule` (which must still be
+  // `address`, else nothing happens): while `loop`, the shared status is `loop` and the
+  // checks cannot lift it (see UpstreamTracker::set_loop). Clearing one is logged here;
+  // finding one is logged by the detector. Returns true when the status changed.
+  bool set_loop(size_t rule, size_t index, const SocketAddress& address, bool loop);
 
   // True once every upstream has had at least one result.
   bool first_round_done() const { return unchecked_ == 0; }

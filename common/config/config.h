@@ -25,6 +25,8 @@ struct ServerConfig {
   uint32_t max_inflight = 10000;
   Duration tcp_idle_timeout{10000};
   uint32_t max_tcp_clients = 1000;
+  // Per-query log lines: 0 = none, N = one query in N (sampled), 1 = every query.
+  uint32_t log_queries = 0;
 };
 
 struct HealthConfig {

@@ -1,5 +1,7 @@
 #include "common/dns/name.h"
 
+#include <cstdio>
+
 namespace hubdns {
 namespace {
 
@@ -68,6 +70,28 @@ bool normalize_dns_name(std::string_view in, std::string* out_lower_absolute, st
   }
   if (out_lower_absolute != nullptr) *out_lower_absolute = std::move(result);
   return true;
+}
+
+std::string wire_name_to_text(const uint8_t* name, size_t length) {
+  std::string text;
+  size_t pos = 0;
+  while (pos < length && name[pos] != 0) {
+    size_t label = name[pos++];
+    for (size_t i = 0; i < label && pos < length; ++i, ++pos) {
+      const uint8_t c = name[pos];
+      const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                         c == '_';
+      if (plain) {
+        text.push_back(static_cast<char>(c));
+      } else {
+        char escaped[5];
+        std::snprintf(escaped, sizeof escaped, "\\%03u", static_cast<unsigned>(c));
+        text += escaped;
+      }
+    }
+    text.push_back('.');
+  }
+  return text.empty() ? "." : text;
 }
 
 }  // namespace hubdns

@@ -2,6 +2,8 @@
 // canonical form used for comparing them. Pure functions; any thread.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -13,5 +15,10 @@ namespace hubdns {
 // escapes and no wildcards: configuration names zones, not records. Returns false and sets
 // *error to a human reason otherwise (out_lower_absolute is then left untouched).
 bool normalize_dns_name(std::string_view in, std::string* out_lower_absolute, std::string* error);
+
+// A wire-format name (uncompressed, `length` octets including the final zero) in
+// presentation form for logs: "www.example.com.", "." for the root; octets other than
+// letters, digits, '-' and '_' are written \DDD (as dig does), so a log line stays one line.
+std::string wire_name_to_text(const uint8_t* name, size_t length);
 
 }  // namespace hubdns

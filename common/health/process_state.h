@@ -1,12 +1,15 @@
 // Process-wide facts that readiness and liveness are computed from: whether the listeners
 // are bound, whether the process drains, and each event loop's last heartbeat. DNS workers
 // and main() write them; the control loop (probe/) reads them. All fields are atomics, so
-// the hot path takes no lock and a probe never waits for a busy worker.
+// the hot path takes no lock and a probe never waits for a busy worker. Also the
+// forwarding-loop probes outstanding (see loop_probes.h for its threads and its lock).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
+
+#include "common/health/loop_probes.h"
 
 namespace hubdns {
 
@@ -34,11 +37,17 @@ class ProcessState {
   // beat recently (a worker that never beat counts as stale).
   int stale_worker(uint64_t now_ms, uint64_t max_age_ms) const;
 
+  // The tokens of the forwarding-loop probes in flight: the control loop's LoopDetector
+  // registers them, every DNS worker checks probe-shaped names against them. Here because
+  // both sides already share this object.
+  LoopProbeRegistry& loop_probes() { return loop_probes_; }
+
  private:
   unsigned worker_count_;
   std::unique_ptr<std::atomic<uint64_t>[]> heartbeats_;
   std::atomic<bool> listeners_bound_{false};
   std::atomic<bool> draining_{false};
+  LoopProbeRegistry loop_probes_;
 };
 
 }  // namespace hubdns

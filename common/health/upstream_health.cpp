@@ -7,6 +7,7 @@ const char* to_string(UpstreamStatus status) {
     case UpstreamStatus::unknown: return "unknown";
     case UpstreamStatus::up: return "up";
     case UpstreamStatus::down: return "down";
+    case UpstreamStatus::loop: return "loop";
   }
   return "unknown";
 }
@@ -19,7 +20,26 @@ UpstreamHealthTable::UpstreamHealthTable(const Config& config) {
   rules_.resize(config.forward.size());
   for (size_t rule = 0; rule < config.forward.size(); ++rule) {
     for (size_t i = 0; i < config.forward[rule].upstreams.size(); ++i) {
-      rules_[rule].push_back(std::make_unique<UpstreamHealthEntry>());
+      rules_[rule].push_back(std::make_shared<UpstreamHealthEntry>());
+    }
+  }
+}
+
+UpstreamHealthTable::UpstreamHealthTable(const Config& config, const Config& previous_config,
+                                         const UpstreamHealthTable& previous) {
+  rules_.resize(config.forward.size());
+  for (size_t rule = 0; rule < config.forward.size(); ++rule) {
+    const ForwardRule& now = config.forward[rule];
+    for (const SocketAddress& upstream : now.upstreams) {
+      std::shared_ptr<UpstreamHealthEntry> kept;
+      for (size_t old_rule = 0; old_rule < previous_config.forward.size() && !kept; ++old_rule) {
+        const ForwardRule& before = previous_config.forward[old_rule];
+        if (before.zone != now.zone || old_rule >= previous.rules_.size()) continue;
+        for (size_t i = 0; i < before.upstreams.size() && i < previous.rules_[old_rule].size(); ++i) {
+          if (before.upstreams[i] == upstream) kept = previous.rules_[old_rule][i];
+        }
+      }
+      rules_[rule].push_back(kept ? kept : std::make_shared<UpstreamHealthEntry>());
     }
   }
 }

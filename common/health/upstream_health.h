@@ -1,8 +1,8 @@
 // The health of every upstream of every forward rule, shared between the two sides:
 // - the control loop (probe/) decides each upstream's status from its active checks and
 //   from the passive evidence below, and is the only writer of `status`;
-// - DNS workers (forwarder/) read `status` to skip upstreams that are down, and bump the
-//   passive-evidence counters for every upstream attempt they finish;
+// - DNS workers (forwarder/) read `status` to skip upstreams that are down or loop, and
+//   bump the passive-evidence counters for every upstream attempt they finish;
 // - /readyz, /status and /metrics read both.
 // Everything here is an atomic: no lock, and a worker never waits for the control loop.
 // Built once per configuration snapshot (entries follow Config::forward and each rule's
@@ -24,6 +24,10 @@ enum class UpstreamStatus : uint8_t {
   unknown = 0,  // not yet checked: usable, but the instance is not ready before the first round
   up = 1,
   down = 2,
+  // Leads back to this instance (probe/loop_detector.h): a query sent there came back to
+  // one of our own listeners. A configuration error, not an outage: the health checks never
+  // lift it; it stays until a reload or a restart checks again.
+  loop = 3,
 };
 
 const char* to_string(UpstreamStatus status);
@@ -54,11 +58,20 @@ struct UpstreamHealthEntry {
   }
   void record_failure() { failures.fetch_add(1, std::memory_order_relaxed); }
   bool is_down() const { return status.load(std::memory_order_relaxed) == UpstreamStatus::down; }
+  // Whether workers may send it client queries: not down, not a loop. One relaxed load.
+  bool is_usable() const {
+    const UpstreamStatus now = status.load(std::memory_order_relaxed);
+    return now != UpstreamStatus::down && now != UpstreamStatus::loop;
+  }
 };
 
 class UpstreamHealthTable {
  public:
   explicit UpstreamHealthTable(const Config& config);
+  // For a reload: an upstream that stays (same zone, same address) keeps its entry, shared
+  // with `previous`, so its status, counters and latency histogram carry on (and workers
+  // still on the old configuration keep feeding the same evidence); new ones start unknown.
+  UpstreamHealthTable(const Config& config, const Config& previous_config, const UpstreamHealthTable& previous);
 
   size_t rule_count() const { return rules_.size(); }
   size_t upstream_count(size_t rule) const { return rules_[rule].size(); }
@@ -66,8 +79,9 @@ class UpstreamHealthTable {
   const UpstreamHealthEntry& entry(size_t rule, size_t upstream) const { return *rules_[rule][upstream]; }
 
  private:
-  // unique_ptr: atomics are neither copyable nor movable, and the entries must not move.
-  std::vector<std::vector<std::unique_ptr<UpstreamHealthEntry>>> rules_;
+  // Pointers: atomics are neither copyable nor movable, and the entries must not move;
+  // shared, because a reload's new table keeps the entries of the upstreams that stay.
+  std::vector<std::vector<std::shared_ptr<UpstreamHealthEntry>>> rules_;
 };
 
 using SharedUpstreamHealth = std::shared_ptr<UpstreamHealthTable>;

@@ -168,18 +168,29 @@ class FakeUpstream:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     # hubdns's health checks ask each upstream its zone's SOA (the rule's `probe`); the
-    # tests' own queries never use SOA, so counting leaves the probes out.
+    # tests' own queries never use SOA, so counting leaves the probes out. The same goes
+    # for the forwarding-loop probes ("<token>._hubdns-loop.<zone>" TXT), once per upstream
+    # at start.
     PROBE_QTYPE = 6
+    LOOP_PROBE_LABEL = "._hubdns-loop."
+
+    def _is_probe(self, name, qtype):
+        return qtype == self.PROBE_QTYPE or self.LOOP_PROBE_LABEL in name
 
     def query_count(self, transport=None):
         with self.lock:
             return sum(1 for q in self.queries
-                       if (transport is None or q[0] == transport) and q[2] != self.PROBE_QTYPE)
+                       if (transport is None or q[0] == transport) and not self._is_probe(q[1], q[2]))
 
     def client_queries(self):
         """(transport, name, qtype, raw bytes, udp peer or None) of each non-probe query."""
         with self.lock:
-            return [q for q in self.records if q[2] != self.PROBE_QTYPE]
+            return [q for q in self.records if not self._is_probe(q[1], q[2])]
+
+    def loop_probes(self):
+        """The names of the forwarding-loop probes that reached this upstream, in order."""
+        with self.lock:
+            return [q[1] for q in self.records if self.LOOP_PROBE_LABEL in q[1]]
 
     def close(self):
         self.stopping = True
@@ -326,14 +337,27 @@ class FakeUpstream:
 class Hubdns:
     """Runs the hubdns binary with a configuration written from `config_text`.
 
-    The text may use {dns_port} and {health_port}, which are filled with free ports.
+    The text may use {dns_port} and {health_port}, which are filled with free ports
+    (dns_port: a given one instead, for instances that must know each other's port first).
     """
 
-    def __init__(self, config_text, args=None, wait_ready=True, env=None):
-        self.dns_port = free_port()
+    def __init__(self, config_text, args=None, wait_ready=True, env=None, dns_port=None):
+        self.dns_port = dns_port or free_port()
         self.health_port = free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="hubdns-test-")
         self.config_path = os.path.join(self.dir.name, "hubdns.toml")
+        self.write_config(config_text)
+        self.stderr_path = os.path.join(self.dir.name, "stderr.log")
+        self.stderr_file = open(self.stderr_path, "w")
+        cmd = [BINARY, "--config", self.config_path] + (args or [])
+        self.process = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=self.stderr_file, env=env
+        )
+        if wait_ready:
+            self.wait_listening()
+
+    def write_config(self, config_text):
+        """(Re)writes the configuration file, with the same ports; a reload reads it."""
         text = config_text.format(dns_port=self.dns_port, health_port=self.health_port)
         # A stop drains for lifecycle.drain_grace (15 s by default) before it exits; tests
         # that do not set it stop at once (test_lifecycle.py tests the drain itself).
@@ -344,14 +368,6 @@ class Hubdns:
                 text += '\n[lifecycle]\ndrain_grace = "0s"\n'
         with open(self.config_path, "w") as f:
             f.write(text)
-        self.stderr_path = os.path.join(self.dir.name, "stderr.log")
-        self.stderr_file = open(self.stderr_path, "w")
-        cmd = [BINARY, "--config", self.config_path] + (args or [])
-        self.process = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=self.stderr_file, env=env
-        )
-        if wait_ready:
-            self.wait_listening()
 
     def wait_listening(self, timeout=10.0):
         deadline = time.time() + timeout
@@ -398,6 +414,77 @@ class Hubdns:
 
 # --------------------------------------------------------------------------------------
 # Real clients
+
+
+class LoadClient:
+    """Sends one UDP query every `interval` seconds (unique ID and name) until stopped, and
+    records which got an answer with their ID."""
+
+    def __init__(self, port, interval=0.004, name="load.example"):
+        self.port = port
+        self.interval = interval
+        self.name = name
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.sent = {}       # id -> send time
+        self.answered = {}   # id -> (receive time, rcode)
+        self.stop_sending = threading.Event()
+        self.stop_receiving = threading.Event()
+        self.lock = threading.Lock()
+        self.sender = threading.Thread(target=self._send, daemon=True)
+        self.receiver = threading.Thread(target=self._receive, daemon=True)
+        self.receiver.start()
+        self.sender.start()
+
+    def _send(self):
+        qid = 0
+        while not self.stop_sending.is_set():
+            qid = (qid + 1) & 0xFFFF
+            with self.lock:
+                self.sent[qid] = time.time()
+            try:
+                self.sock.sendto(build_query(f"q{qid}.{self.name}", qid=qid), ("127.0.0.1", self.port))
+            except OSError:
+                pass
+            time.sleep(self.interval)
+
+    def _receive(self):
+        while not self.stop_receiving.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except (socket.timeout, OSError):
+                continue
+            if len(data) >= 4:
+                qid = struct.unpack("!H", data[:2])[0]
+                with self.lock:
+                    self.answered[qid] = (time.time(), data[3] & 0x0F)
+
+    def finish(self, wait=1.0):
+        self.stop_sending.set()
+        self.sender.join()
+        time.sleep(wait)
+        self.stop_receiving.set()
+        self.receiver.join()
+        self.sock.close()
+
+    def unanswered(self):
+        with self.lock:
+            return sorted(set(self.sent) - set(self.answered))
+
+    def answered_after(self, moment):
+        with self.lock:
+            return sum(1 for t, _ in self.answered.values() if t > moment)
+
+
+def wait_until(predicate, timeout=5.0, step=0.05):
+    """Polls predicate() until it is true or `timeout` seconds have passed; its last value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
 
 
 def run(cmd, timeout=30, check=False):

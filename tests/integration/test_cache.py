@@ -8,7 +8,7 @@ import subprocess
 import time
 import unittest
 
-from harness import (IN_PRIVATE_NAMESPACE, FakeUpstream, Hubdns, curl, dig, dig_section, metric,
+from harness import (wait_until, IN_PRIVATE_NAMESPACE, FakeUpstream, Hubdns, curl, dig, dig_section, metric,
                      rerun_in_private_network_namespace)
 
 def cache_config(upstream, cache="", rule="", health="", query_timeout="3s", health_listen=None):
@@ -45,15 +45,6 @@ def answer_ttls(out):
 
 def authority_ttls(out):
     return [int(line.split()[1]) for line in dig_section(out, "AUTHORITY")]
-
-
-def wait_until(predicate, timeout=5.0, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 class CacheTest(unittest.TestCase):

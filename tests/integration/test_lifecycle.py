@@ -4,79 +4,17 @@ stops at once. Real binary, fake upstream on loopback, a UDP load client standin
 clients behind a load balancer, curl for /readyz.
 """
 import signal
-import socket
-import struct
 import threading
 import time
 import unittest
 
-from harness import FakeUpstream, Hubdns, build_query, config_with, curl, dig
+from harness import FakeUpstream, Hubdns, LoadClient, config_with, curl, dig
 
 
 def lifecycle_config(upstream, drain_grace, query_timeout="3s"):
     return config_with(f'[lifecycle]\ndrain_grace = "{drain_grace}"\n\n'
                        f'[[forward]]\nzone = "."\nupstreams = ["{upstream.endpoint}"]\n',
                        query_timeout=query_timeout)
-
-
-class LoadClient:
-    """Sends one UDP query every `interval` seconds (unique ID and name) until stopped, and
-    records which got an answer with their ID."""
-
-    def __init__(self, port, interval=0.004):
-        self.port = port
-        self.interval = interval
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.sent = {}       # id -> send time
-        self.answered = {}   # id -> (receive time, rcode)
-        self.stop_sending = threading.Event()
-        self.stop_receiving = threading.Event()
-        self.lock = threading.Lock()
-        self.sender = threading.Thread(target=self._send, daemon=True)
-        self.receiver = threading.Thread(target=self._receive, daemon=True)
-        self.receiver.start()
-        self.sender.start()
-
-    def _send(self):
-        qid = 0
-        while not self.stop_sending.is_set():
-            qid = (qid + 1) & 0xFFFF
-            with self.lock:
-                self.sent[qid] = time.time()
-            try:
-                self.sock.sendto(build_query(f"q{qid}.load.example", qid=qid), ("127.0.0.1", self.port))
-            except OSError:
-                pass
-            time.sleep(self.interval)
-
-    def _receive(self):
-        while not self.stop_receiving.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except (socket.timeout, OSError):
-                continue
-            if len(data) >= 4:
-                qid = struct.unpack("!H", data[:2])[0]
-                with self.lock:
-                    self.answered[qid] = (time.time(), data[3] & 0x0F)
-
-    def finish(self, wait=1.0):
-        self.stop_sending.set()
-        self.sender.join()
-        time.sleep(wait)
-        self.stop_receiving.set()
-        self.receiver.join()
-        self.sock.close()
-
-    def unanswered(self):
-        with self.lock:
-            return sorted(set(self.sent) - set(self.answered))
-
-    def answered_after(self, moment):
-        with self.lock:
-            return sum(1 for t, _ in self.answered.values() if t > moment)
 
 
 class LifecycleTest(unittest.TestCase):
@@ -155,6 +93,25 @@ class LifecycleTest(unittest.TestCase):
             self.assertEqual(hubdns.process.wait(timeout=5), 0)
             self.assertLess(time.time() - start, 2.0)
             self.assertIn("second stop signal", hubdns.log())
+        upstream.close()
+
+
+class QueryLogTest(unittest.TestCase):
+    def test_per_query_logging_is_off_by_default_and_sampled_when_on(self):
+        upstream = FakeUpstream(address="10.20.0.9")
+        for every, expected in ((0, 0), (1, 6), (3, 2)):
+            # One worker: sampling counts per worker.
+            config = lifecycle_config(upstream, "0s").replace("workers = 2", f"workers = 1\nlog_queries = {every}")
+            with Hubdns(config) as hubdns:
+                for i in range(6):
+                    dig(hubdns.dns_port, f"Q{i}.Example.COM", extra=["+tcp"] if i % 2 else [])
+                lines = [line for line in hubdns.log().splitlines() if 'msg="query"' in line]
+                self.assertEqual(hubdns.stop(), 0)
+            self.assertEqual(len(lines), expected, "\n".join(lines))
+            if every == 1:
+                self.assertRegex(lines[0], r'^level=info msg="query" proto=udp client=127\.0\.0\.1:\d+ '
+                                           r'name=Q0\.Example\.COM\. type=1 rcode=NOERROR bytes=\d+ worker=\d$')
+                self.assertIn("proto=tcp", lines[1])
         upstream.close()
 
 

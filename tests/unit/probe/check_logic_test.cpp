@@ -40,6 +40,30 @@ TEST_CASE("no matching answer: timeout, unless something wrong came back, or the
   CHECK(std::string(probe_result_label(ProbeResult::bad_answer)) == "bad_answer");
 }
 
+TEST_CASE("a loop verdict hides the checks' status until it is cleared; the checks cannot lift it") {
+  UpstreamTracker tracker(2, 2);
+  tracker.apply(kOk, 1);
+  CHECK(tracker.set_loop(true, 5));
+  CHECK(tracker.status() == UpstreamStatus::loop);
+  CHECK(tracker.loop());
+  CHECK(tracker.last_change_ms() == 5);
+  CHECK_FALSE(tracker.set_loop(true, 6));  // the same verdict again: no change
+  // Underneath, the checks go on: down after `fall` failures, up after `rise` successes,
+  // and none of it shows (no change reported).
+  CHECK_FALSE(tracker.apply(kTimeout, 7));
+  CHECK_FALSE(tracker.apply(kTimeout, 8));
+  CHECK(tracker.health_status() == UpstreamStatus::down);
+  CHECK_FALSE(tracker.apply(kOk, 9));
+  CHECK_FALSE(tracker.apply(kOk, 10));
+  CHECK(tracker.health_status() == UpstreamStatus::up);
+  CHECK(tracker.status() == UpstreamStatus::loop);
+  CHECK(tracker.last_change_ms() == 5);
+  // Cleared: what the checks decided shows again.
+  CHECK(tracker.set_loop(false, 11));
+  CHECK(tracker.status() == UpstreamStatus::up);
+  CHECK(tracker.last_change_ms() == 11);
+}
+
 TEST_CASE("unknown: up on the first success") {
   UpstreamTracker tracker(3, 3);
   CHECK(tracker.status() == UpstreamStatus::unknown);

@@ -105,6 +105,21 @@ TEST_CASE("a critical zone without an upstream up gives one line naming each ups
   CHECK(report.reasons[0] == "zone corp.contoso.com: no upstream up (192.168.1.10:53: timeout x3; 192.168.1.11:53: REFUSED)");
 }
 
+TEST_CASE("a loop upstream counts as not up, and the line says where the queries would go") {
+  ReadinessInputs inputs = ready_inputs();
+  inputs.critical_zones.push_back({"corp.example", {upstream("10.1.0.4:53", UpstreamStatus::loop, "SERVFAIL", 2),
+                                                    upstream("10.1.0.5:53", UpstreamStatus::loop, "", 0, false)}});
+  ReadinessReport report = evaluate_readiness(inputs);
+  CHECK_FALSE(report.ready);
+  REQUIRE(report.reasons.size() == 1);
+  CHECK(report.reasons[0] ==
+        "zone corp.example: no upstream up (10.1.0.4:53: forwards back to this instance (loop); "
+        "10.1.0.5:53: forwards back to this instance (loop))");
+  // Another upstream of the zone up: ready (a loop is treated like down).
+  inputs.critical_zones[0].upstreams.push_back(upstream("10.1.0.6:53", UpstreamStatus::up));
+  CHECK(evaluate_readiness(inputs).ready);
+}
+
 TEST_CASE("unknown does not count as up") {
   ReadinessInputs inputs = ready_inputs();
   inputs.critical_zones.push_back({".", {upstream("192.0.2.1:53", UpstreamStatus::unknown, "timeout", 1),

@@ -14,7 +14,8 @@ TEST_CASE("an empty view renders every key, with nulls where nothing is known") 
   view.config_generation = 1;
   CHECK(render_status_json(view) ==
         R"j({"version":"0.1.0","uptime_seconds":0,"ready":false,"reasons":[],"draining":false,)j"
-        R"j("listeners_bound":false,"config":{"source":"<default>","generation":1},)j"
+        R"j("listeners_bound":false,"config":{"source":"<default>","generation":1,)j"
+        R"j("reloads":{"ok":0,"failed":0,"last_ok":true,"last_error":null,"retiring_workers":0}},)j"
         R"j("health_check":{"interval_ms":0,"timeout_ms":0,"rise":0,"fall":0,"first_round_done":false},)j"
         R"j("workers":[],"listeners":{"dns":[],"health":[],"tcp_probe":{"addresses":[],"listening":false,"accepted":0}},)j"
         R"j("self_check":[],"zones":[],"cache":{"enabled":false},)j"
@@ -93,7 +94,17 @@ TEST_CASE("zones, upstreams, self-checks and workers") {
                   R"j("consecutive_failures":3,"last_error":"timeout","last_error_age_ms":100,"last_probe_latency_ms":null,)j"
                   R"j("probes":{"sent":11,"in_flight":1,"ok":7,"timeout":3,"servfail":0,"refused":0,"formerr":0,)j"
                   R"j("other_rcode":0,"bad_answer":0,"network_error":0,"skipped_busy":0},)j"
-                  R"j("traffic":{"answers":10,"failures":0,"average_latency_ms":1.234}})j") != std::string::npos);
+                  R"j("traffic":{"answers":10,"failures":0,"average_latency_ms":1.234},"loop_check":null})j") !=
+        std::string::npos);
+
+  view.zones[0].upstreams[0].status = UpstreamStatus::loop;
+  view.zones[0].upstreams[0].loop_check = "loop";
+  view.zones[0].upstreams[0].loop_check_result = "came back to this instance";
+  view.zones[0].upstreams[0].loop_probes = 2;
+  const std::string looped = render_status_json(view);
+  CHECK(looped.find(R"j({"address":"192.168.1.10:53","status":"loop",)j") != std::string::npos);
+  CHECK(looped.find(R"j("loop_check":{"state":"loop","last_result":"came back to this instance","probes":2}})j") !=
+        std::string::npos);
 }
 
 TEST_CASE("text from the configuration is escaped") {

@@ -22,9 +22,11 @@
 #include <vector>
 
 #include "common/dns/message.h"
+#include "common/health/loop_probes.h"
 #include "common/health/upstream_health.h"
 #include "common/uv/handle.h"
 #include "probe/dns_exchange.h"
+#include "probe/loop_detector.h"
 #include "probe/probe_query.h"
 #include "tests/unit/probe/probe_test_support.h"
 #include "probe/self_check.h"
@@ -76,12 +78,20 @@ class FakeDnsServer {
   SocketAddress address() const { return *SocketAddress::parse("127.0.0.1", port_); }
   std::atomic<Mode> mode{Mode::answer};
   std::atomic<int> queries{0};
+  // When set, a loop probe's token is noted there before `mode` applies, as a DNS worker of
+  // ours does when a forwarding loop brings the probe back.
+  std::atomic<LoopProbeRegistry*> loops_back_to{nullptr};
 
  private:
   std::optional<std::vector<uint8_t>> answer(const uint8_t* query, size_t length) {
     ++queries;
     dns::QueryInfo info;
     if (dns::parse_query(query, length, &info) != dns::QueryCheck::ok) return std::nullopt;
+    uint64_t token = 0;
+    if (LoopProbeRegistry* registry = loops_back_to.load();
+        registry != nullptr && parse_loop_probe_name(query + info.qname_offset, info.qname_length, &token)) {
+      registry->note_arrival(token);
+    }
     uint8_t out[512];
     size_t size = 0;
     switch (mode.load()) {
@@ -403,8 +413,20 @@ TEST_CASE("DataPathSelfCheck: UDP and TCP answered by a worker, failing after `f
 
 TEST_CASE("TcpProbePort: accepts while ready, refuses while not, listens again when ready") {
   EventLoop loop;
-  SocketAddress address = closed_port();
-  TcpProbePort port(loop.get(), {address});
+  // A closed port can be taken by another process (tests run in parallel) before the probe
+  // port listens on it: then try another one.
+  SocketAddress address;
+  std::unique_ptr<TcpProbePort> holder;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    address = closed_port();
+    holder = std::make_unique<TcpProbePort>(loop.get(), std::vector<SocketAddress>{address});
+    holder->set_ready(true);
+    if (holder->listening()) break;
+    holder->close();
+  }
+  REQUIRE(holder->listening());
+  holder->set_ready(false);
+  TcpProbePort& port = *holder;
   auto connects = [&] {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     bool ok = ::connect(fd, address.sockaddr_ptr(), address.sockaddr_len()) == 0;
@@ -443,5 +465,131 @@ TEST_CASE("TcpProbePort: an address that cannot be bound is logged and retried, 
   port.set_ready(true);
   CHECK_FALSE(port.listening());
   port.close();
+  CHECK(loop.close() == 0);
+}
+
+TEST_CASE("UpstreamChecker: a loop verdict is the shared status until cleared; the checks never lift it") {
+  FakeDnsServer server;
+  EventLoop loop;
+  ConfigSnapshot config = config_with({{server.address()}});
+  auto table = std::make_shared<UpstreamHealthTable>(*config);
+  UpstreamChecker checker(loop.get(), config, table);
+  int changes = 0;
+  checker.set_change_listener([&] { ++changes; });
+  auto round = [&] {
+    checker.run_round();
+    REQUIRE(run_until(loop, [&] { return checker.upstreams()[0][0].in_flight == nullptr; }));
+  };
+  round();
+  REQUIRE(table->entry(0, 0).status.load() == UpstreamStatus::up);
+  const int before = changes;
+
+  CHECK(checker.set_loop(0, 0, server.address(), true));
+  CHECK(changes == before + 1);
+  CHECK(table->entry(0, 0).status.load() == UpstreamStatus::loop);
+  CHECK_FALSE(table->entry(0, 0).is_usable());
+  CHECK(checker.upstreams()[0][0].tracker.status() == UpstreamStatus::loop);
+  // Verdicts for an upstream that is not (or no longer) there change nothing.
+  CHECK_FALSE(checker.set_loop(0, 0, closed_port(), false));
+  CHECK_FALSE(checker.set_loop(3, 0, server.address(), false));
+  // Successful checks go on, and the workers still must not use it.
+  round();
+  round();
+  CHECK(table->entry(0, 0).status.load() == UpstreamStatus::loop);
+  CHECK(checker.upstreams()[0][0].tracker.health_status() == UpstreamStatus::up);
+
+  CHECK(checker.set_loop(0, 0, server.address(), false));
+  CHECK(table->entry(0, 0).status.load() == UpstreamStatus::up);
+  CHECK(table->entry(0, 0).is_usable());
+  checker.close();
+  CHECK(loop.close() == 0);
+}
+
+TEST_CASE("LoopDetector: back to us is a loop, an answer without it is clear, no answer is asked again") {
+  FakeDnsServer root;         // answers: clear
+  FakeDnsServer looping;      // the probe comes back to us, and it answers
+  FakeDnsServer silent_loop;  // the probe comes back to us, no answer: judged at the end of the wait
+  FakeDnsServer failing;      // SERVFAIL decides nothing
+  LoopProbeRegistry registry;
+  looping.loops_back_to = &registry;
+  silent_loop.loops_back_to = &registry;
+  silent_loop.mode = Mode::drop;
+  failing.mode = Mode::servfail;
+  EventLoop loop;
+  const SocketAddress closed = closed_port();
+  ConfigSnapshot config = config_with(
+      {{root.address()}, {looping.address(), silent_loop.address(), closed}, {failing.address()}});
+  LoopDetector detector(loop.get(), config, &registry, {.max_wait_ms = 150, .first_retry_ms = 20, .max_retry_ms = 40});
+  std::vector<std::pair<std::string, bool>> verdicts;
+  detector.set_verdict_listener(
+      [&](const LoopDetector::Upstream& upstream, bool in_loop) { verdicts.emplace_back(upstream.address_text, in_loop); });
+  const auto& upstreams = detector.upstreams();
+
+  detector.run_all();
+  CHECK(registry.outstanding() == 5);  // every token registered before its probe left
+  REQUIRE(run_until(loop, [&] {
+    return upstreams[0][0].state == LoopCheckState::clear && upstreams[1][0].state == LoopCheckState::loop &&
+           upstreams[1][1].state == LoopCheckState::loop && upstreams[1][2].probes_sent >= 3 &&
+           upstreams[2][0].probes_sent >= 3;
+  }));
+  CHECK(upstreams[0][0].last_result == "NOERROR");
+  CHECK(upstreams[1][0].last_result == "came back to this instance");
+  CHECK(upstreams[1][2].state == LoopCheckState::retrying);
+  CHECK(upstreams[1][2].last_result == "network: ECONNREFUSED");
+  CHECK(upstreams[2][0].state == LoopCheckState::retrying);
+  CHECK(upstreams[2][0].last_result == "SERVFAIL");
+  // One verdict each for the three that got one; none for the others.
+  std::sort(verdicts.begin(), verdicts.end());
+  std::vector<std::pair<std::string, bool>> expected{{root.address().to_string(), false},
+                                                     {looping.address().to_string(), true},
+                                                     {silent_loop.address().to_string(), true}};
+  std::sort(expected.begin(), expected.end());
+  CHECK(verdicts == expected);
+  // A verdict is not asked again; only the undecided are.
+  CHECK(root.queries.load() == 1);
+  CHECK(looping.queries.load() == 1);
+  CHECK(silent_loop.queries.load() == 1);
+  CHECK(detector.results()[static_cast<size_t>(LoopProbeResult::loop)] == 2);
+  CHECK(detector.results()[static_cast<size_t>(LoopProbeResult::clear)] == 1);
+  CHECK(detector.results()[static_cast<size_t>(LoopProbeResult::no_verdict)] >= 4);
+  // The undecided keep at most their last token (and the one in flight).
+  CHECK(registry.outstanding() <= 4);
+
+  detector.close();
+  CHECK(registry.outstanding() == 0);
+  const uint64_t sent = upstreams[1][2].probes_sent;
+  run_until(loop, [] { return false; }, 100);
+  CHECK(upstreams[1][2].probes_sent == sent);  // no retry after close()
+  CHECK(loop.close() == 0);
+}
+
+TEST_CASE("LoopDetector: run_all() and reconfigure() while probes are in flight start over cleanly") {
+  FakeDnsServer server;
+  server.mode = Mode::drop;
+  LoopProbeRegistry registry;
+  EventLoop loop;
+  LoopDetector detector(loop.get(), config_with({{server.address()}}), &registry, {.max_wait_ms = 1000});
+  detector.run_all();
+  CHECK(registry.outstanding() == 1);
+  CHECK(detector.upstreams()[0][0].in_flight != nullptr);
+  detector.run_all();  // the first probe is cancelled and its token forgotten
+  CHECK(registry.outstanding() == 1);
+  CHECK(detector.upstreams()[0][0].probes_sent == 2);
+  CHECK(detector.upstreams()[0][0].state == LoopCheckState::pending);
+
+  detector.reconfigure(config_with({{server.address(), closed_port()}}));
+  REQUIRE(detector.upstreams()[0].size() == 2);
+  CHECK(registry.outstanding() == 2);
+  REQUIRE(run_until(loop, [&] { return detector.upstreams()[0][1].state == LoopCheckState::retrying; }));
+  CHECK(detector.upstreams()[0][0].state == LoopCheckState::pending);
+  {
+    // Destroyed with a probe in flight and a retry planned.
+    LoopDetector other(loop.get(), config_with({{closed_port()}}), &registry, {.first_retry_ms = 1000});
+    other.run_all();
+    REQUIRE(run_until(loop, [&] { return other.upstreams()[0][0].state == LoopCheckState::retrying; }));
+  }
+  detector.close();
+  CHECK(registry.outstanding() == 0);
+  run_until(loop, [] { return false; }, 20);
   CHECK(loop.close() == 0);
 }
