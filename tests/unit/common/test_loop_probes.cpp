@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
@@ -96,6 +97,11 @@ TEST_CASE("registry: workers note arrivals while the control loop adds and remov
     registry.add(token);
     registry.remove(token);
   }
+  // The workers may not have been scheduled yet on a busy machine: give them time to note
+  // an arrival before stopping them (bounded), so the check below tests the registry, not
+  // the scheduler.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (ours.load() == 0 && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
   stop = true;
   for (std::thread& worker : workers) worker.join();
   CHECK(registry.arrived(1));
