@@ -132,6 +132,11 @@ bool Reloader::build_generation(const ConfigSnapshot& next, const SharedUpstream
 
 Reloader::Outcome Reloader::reload(const char* trigger) {
   Outcome outcome;
+  if (stopping_) {
+    LOG_WARN("msg=\"configuration reload ignored: the process is stopping\" trigger=%s", trigger);
+    outcome.message = "the process is stopping: no reload";
+    return outcome;
+  }
   const std::string source = config_path_.empty() ? "<default>" : config_path_;
   LOG_INFO("msg=\"configuration reload\" trigger=%s file=%s", trigger, source.c_str());
   ConfigLoadResult loaded = config_path_.empty() ? load_default_config() : load_config_file(config_path_);
@@ -222,6 +227,7 @@ void Reloader::retire_drained() {
 }
 
 void Reloader::stop_listening_all() {
+  stopping_ = true;
   for (auto& worker : workers_) worker->request_stop_listening();
 }
 

@@ -104,6 +104,7 @@ class Reloader {
   uint64_t reloads_ok_ = 0;
   uint64_t reloads_failed_ = 0;
   bool last_reload_ok_ = true;
+  bool stopping_ = false;  // the stop began: a reload would start listening again
   std::string last_reload_error_;
 };
 

@@ -44,6 +44,29 @@ def free_port(host="127.0.0.1"):
     raise RuntimeError("no free port")
 
 
+def closed_port(host="127.0.0.1"):
+    """A port with nothing bound on it (UDP and TCP), for "connection refused" cases. Drawn
+    below the kernel's ephemeral range, so that no socket bound to port 0 elsewhere (a
+    hubdns worker's upstream sockets, another test's server) can take it meanwhile."""
+    import random
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(100):
+        port = low - 1 - random.randrange(min(10000, low // 2))
+        try:
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                with socket.socket(family, kind) as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no closed port")
+
+
 # --------------------------------------------------------------------------------------
 # DNS wire helpers (just enough for a fake upstream and raw-socket tests)
 

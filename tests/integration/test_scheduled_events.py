@@ -12,7 +12,7 @@ import time
 import unittest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import FakeUpstream, Hubdns, config_with, curl, dig, free_port, metric
+from harness import FakeUpstream, Hubdns, closed_port, config_with, curl, dig, metric
 
 INSTANCE_NAME = "hubdns-vmss_3"
 
@@ -332,9 +332,9 @@ class ImdsFailureTest(ImdsTestCase):
 
     def test_failures_are_survived_with_backoff(self):
         fakes = {mode: self.fake(mode) for mode in ("500", "429", "garbage", "huge")}
-        closed_port = free_port()
+        closed = closed_port()
         instances = {mode: self.start(fake.url, "on") for mode, fake in fakes.items()}
-        down = self.start(f"http://127.0.0.1:{closed_port}", "on")
+        down = self.start(f"http://127.0.0.1:{closed}", "on")
         auto_fake = self.fake("500")
         auto = self.start(auto_fake.url, "auto")
         started = time.monotonic()

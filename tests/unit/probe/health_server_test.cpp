@@ -601,6 +601,7 @@ TEST_CASE("HealthMonitor: readiness reasons from real checks, /status, POST /dra
 
   REQUIRE(results.size() == 6);
   CHECK(status_line(results[0].response) == "HTTP/1.1 503 Service Unavailable");
+  INFO("readyz said: ", body_of(results[0].response));
   CHECK(body_of(results[0].response).rfind("zone .: no upstream up (" + upstream + ": network: ECONNREFUSED x", 0) == 0);
   CHECK(has_header(results[1].response, "Content-Type: application/json"));
   const std::string status = body_of(results[1].response);
