@@ -291,6 +291,7 @@ int run_daemon(const hubdns::ConfigSnapshot& config, const std::string& config_p
         return;
       }
       ctx->systemd->stopping();  // STOPPING=1 to systemd
+      ctx->state->set_stopping();
       ctx->state->set_draining(true);
       const auto grace = static_cast<uint64_t>(ctx->dns->config()->lifecycle.drain_grace.count());
       LOG_INFO("msg=\"stopping: draining first (readiness 503, DNS still served)\" signal=%s drain_grace_ms=%llu",

@@ -119,14 +119,15 @@ bool Reloader::build_generation(const ConfigSnapshot& next, const SharedUpstream
     workers->push_back(std::make_unique<DnsWorker>(i, next, health, state_, counters_, cache.get(),
                                                    std::move(sockets[i])));
   }
+  // Every worker prepared before any runs: a failure leaves the running generation alone
+  // (a started worker would already be taking queries from the shared sockets).
   for (auto& worker : *workers) {
-    if (!worker->start(error)) {
-      for (auto& started : *workers) started->request_stop();
-      for (auto& started : *workers) started->join();
-      workers->clear();
+    if (!worker->prepare(error)) {
+      workers->clear();  // never launched: destroying them closes their duplicates only
       return false;
     }
   }
+  for (auto& worker : *workers) worker->launch();
   return true;
 }
 
@@ -177,7 +178,7 @@ Reloader::Outcome Reloader::reload(const char* trigger) {
   const uint64_t budget = static_cast<uint64_t>(config_->server.query_timeout.count()) + 1000;
   for (auto& worker : workers_) {
     worker->request_stop_listening();
-    retiring_.push_back({std::move(worker), cache_, monotonic_ms() + budget});
+    retiring_.push_back({cache_, std::move(worker), monotonic_ms() + budget});
   }
   workers_ = std::move(fresh);
   config_ = next;
@@ -187,7 +188,7 @@ Reloader::Outcome Reloader::reload(const char* trigger) {
   ++reloads_ok_;
   last_reload_ok_ = true;
   last_reload_error_.clear();
-  if (monitor_ != nullptr) monitor_->reconfigure(config_, health_, generation_);
+  if (monitor_ != nullptr) monitor_->reconfigure(config_, health_, generation_, workers_.front()->listen_addresses());
   if (!uv_is_active(retire_timer_.as_handle())) {
     uv_timer_start(retire_timer_.get(), on_retire_timer, kRetireCheckMs, kRetireCheckMs);
   }

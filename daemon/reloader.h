@@ -74,8 +74,8 @@ class Reloader {
 
  private:
   struct Retiring {
+    std::shared_ptr<PacketCache> cache;  // the cache it may still use: destroyed after it
     std::unique_ptr<DnsWorker> worker;
-    std::shared_ptr<PacketCache> cache;  // the cache it may still use
     uint64_t deadline_ms = 0;            // joined then even if not drained
   };
 

@@ -1012,8 +1012,9 @@ DnsWorker::~DnsWorker() {
   }
 }
 
-bool DnsWorker::start(std::string* error) {
-  if (!loop_->prepare(error)) return false;
+bool DnsWorker::prepare(std::string* error) { return loop_->prepare(error); }
+
+bool DnsWorker::launch() {
   thread_ = std::thread([this] { loop_->run(); });
   return true;
 }
@@ -1023,6 +1024,12 @@ void DnsWorker::request_stop_listening() {
 }
 
 bool DnsWorker::drained() const { return loop_->drained(); }
+
+std::vector<SocketAddress> DnsWorker::listen_addresses() const {
+  std::vector<SocketAddress> addresses;
+  for (const ListenSocket& socket : loop_->listening_fds()) addresses.push_back(socket.address);
+  return addresses;
+}
 
 std::vector<ListenSocket> DnsWorker::duplicate_listen_sockets(std::string* error) const {
   std::vector<ListenSocket> copies;

@@ -33,7 +33,11 @@ class DnsWorker {
   DnsWorker& operator=(const DnsWorker&) = delete;
 
   // Takes over the sockets and starts the thread. On failure nothing runs and *error says why.
-  bool start(std::string* error);
+  bool start(std::string* error) { return prepare(error) && launch(); }
+  // The same in two steps, so that a set of workers can be prepared (sockets, handles)
+  // before any of them runs: a reload then never half-starts a generation.
+  bool prepare(std::string* error);
+  bool launch();
   // Any thread: asks the worker to stop listening (the drain's last step): what is already
   // queued on its UDP listeners is read and answered, the TCP listeners close, TCP clients
   // are closed once their answers are written; queries in flight go on to their answers.
@@ -44,6 +48,8 @@ class DnsWorker {
   // its listening sockets (the same kernel sockets: nothing queued on them is lost) for
   // the worker that replaces it on a reload. Empty, with *error, if dup() fails.
   std::vector<ListenSocket> duplicate_listen_sockets(std::string* error) const;
+  // The DNS listen addresses as bound (real ports), in configuration order.
+  std::vector<SocketAddress> listen_addresses() const;
   // Any thread: asks the worker to close everything and let its loop end.
   void request_stop();
   // Waits for the thread; returns false if the loop did not close cleanly (leaked handle).

@@ -87,11 +87,20 @@ std::vector<std::vector<ListenSocket>> open_listen_sockets(
     for (unsigned worker = 0; worker < worker_count; ++worker) {
       ListenSocket socket;
       socket.udp_fd = open_bound_socket(address, SOCK_DGRAM, error);
-      if (socket.udp_fd >= 0 && address.port() == 0) {
-        // Port 0: the first bind picks the port; every other socket joins it.
-        address = bound_address(socket.udp_fd);
+      // Port 0: the first UDP bind picks the port and every other socket joins it. The
+      // kernel picked it free for UDP only; a TCP socket (a client's connection, say) may
+      // hold the same number: then pick again, a few times.
+      for (int attempt = 0; socket.udp_fd >= 0 && address.port() == 0; ++attempt) {
+        SocketAddress picked = bound_address(socket.udp_fd);
+        socket.tcp_fd = open_bound_socket(picked, SOCK_STREAM, error);
+        if (socket.tcp_fd >= 0 || attempt == 20) {
+          address = picked;
+          break;
+        }
+        ::close(socket.udp_fd);
+        socket.udp_fd = open_bound_socket(address, SOCK_DGRAM, error);
       }
-      if (socket.udp_fd >= 0) socket.tcp_fd = open_bound_socket(address, SOCK_STREAM, error);
+      if (socket.udp_fd >= 0 && socket.tcp_fd < 0) socket.tcp_fd = open_bound_socket(address, SOCK_STREAM, error);
       socket.address = address;
       per_worker[worker].push_back(socket);
       if (socket.udp_fd < 0 || socket.tcp_fd < 0) {

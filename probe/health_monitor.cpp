@@ -84,13 +84,16 @@ void HealthMonitor::start() {
   loop_detector_.run_all();
 }
 
-void HealthMonitor::reconfigure(ConfigSnapshot config, SharedUpstreamHealth table, uint64_t generation) {
+void HealthMonitor::reconfigure(ConfigSnapshot config, SharedUpstreamHealth table, uint64_t generation,
+                                std::vector<SocketAddress> dns_listeners) {
   if (closed_) return;
   first_round_done_before_ = first_round_done();
   config_ = std::move(config);
   table_ = std::move(table);
   options_.config_generation = generation;
   checker_.reconfigure(config_, table_);
+  dns_listeners_ = std::move(dns_listeners);
+  self_check_.reconfigure(dns_listeners_, static_cast<uint64_t>(config_->health.timeout.count()), config_->health.fall);
   // Upstreams that stay keep a loop verdict (in their tracker) until this check decides.
   loop_detector_.reconfigure(config_);
   if (round_timer_.initialized() && uv_is_active(round_timer_.as_handle())) {
@@ -193,6 +196,9 @@ HttpResponse HealthMonitor::admin(const HttpRequest& request, const RequestConte
     return HttpResponse::text(403, config_->health.admin_token.empty()
                                        ? "forbidden: admin endpoints answer loopback clients only (no admin_token is set)\n"
                                        : "forbidden: admin endpoints need a loopback client or Authorization: Bearer <admin_token>\n");
+  }
+  if (!drain && state_->stopping()) {
+    return HttpResponse::text(409, "stopping: the drain leads to the exit and cannot be undone\n");
   }
   const bool was = state_->draining();
   state_->set_draining(drain);

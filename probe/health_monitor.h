@@ -59,7 +59,9 @@ class HealthMonitor {
   // A reload: checks the upstreams of `config` from now on (those that stay keep their
   // state), with its health settings; /status and /metrics show `generation`. Readiness
   // does not wait for a new first round: new upstreams start "unknown", which is usable.
-  void reconfigure(ConfigSnapshot config, SharedUpstreamHealth table, uint64_t generation);
+  // dns_listeners: the DNS listen addresses as bound now, for the self-check.
+  void reconfigure(ConfigSnapshot config, SharedUpstreamHealth table, uint64_t generation,
+                   std::vector<SocketAddress> dns_listeners);
 
   StatusView status_view() const;
   // Adds facts owned elsewhere on the control loop (instance metadata, scheduled events)

@@ -17,8 +17,11 @@ SocketAddress loopback_like(const SocketAddress& address, uint16_t port) {
 
 DataPathSelfCheck::DataPathSelfCheck(uv_loop_t* loop, const std::vector<SocketAddress>& dns_listeners,
                                      uint64_t timeout_ms, uint32_t fall)
-    : loop_(loop), timeout_ms_(timeout_ms), fall_(fall) {
-  targets_.reserve(dns_listeners.size() * 2);
+    : loop_(loop), timeout_ms_(timeout_ms), fall_(fall), targets_(make_targets(dns_listeners)) {}
+
+std::vector<DataPathSelfCheck::Target> DataPathSelfCheck::make_targets(const std::vector<SocketAddress>& dns_listeners) {
+  std::vector<Target> targets;
+  targets.reserve(dns_listeners.size() * 2);
   for (const SocketAddress& listener : dns_listeners) {
     for (DnsTransport transport : {DnsTransport::udp, DnsTransport::tcp}) {
       Target target;
@@ -31,9 +34,34 @@ DataPathSelfCheck::DataPathSelfCheck(uv_loop_t* loop, const std::vector<SocketAd
         if (!listener.is_loopback()) target.source = loopback_like(listener, 0);
       }
       target.name = target.address.to_string() + "/" + to_string(transport);
-      targets_.push_back(std::move(target));
+      targets.push_back(std::move(target));
     }
   }
+  return targets;
+}
+
+void DataPathSelfCheck::reconfigure(const std::vector<SocketAddress>& dns_listeners, uint64_t timeout_ms,
+                                    uint32_t fall) {
+  if (closed_) return;
+  for (Target& target : targets_) {
+    if (target.in_flight != nullptr) {
+      target.in_flight->cancel();
+      target.in_flight = nullptr;
+    }
+  }
+  std::vector<Target> fresh = make_targets(dns_listeners);
+  for (Target& target : fresh) {
+    for (Target& old : targets_) {
+      if (old.listener == target.listener && old.transport == target.transport) {
+        target.tracker = old.tracker;
+        target.answered_by = old.answered_by;
+        target.last_latency_us = old.last_latency_us;
+      }
+    }
+  }
+  targets_ = std::move(fresh);
+  timeout_ms_ = timeout_ms;
+  fall_ = fall;
 }
 
 DataPathSelfCheck::~DataPathSelfCheck() { close(); }

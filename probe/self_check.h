@@ -55,11 +55,15 @@ class DataPathSelfCheck {
   void set_change_listener(ChangeListener listener) { listener_ = std::move(listener); }
   void run_round();
   void close();
+  // A reload: the listeners as bound now; a target that stays (same listener, transport)
+  // keeps its state, checks in flight are cancelled (the next round asks again).
+  void reconfigure(const std::vector<SocketAddress>& dns_listeners, uint64_t timeout_ms, uint32_t fall);
 
   const std::vector<Target>& targets() const { return targets_; }
 
  private:
   void start_check(Target& target);
+  static std::vector<Target> make_targets(const std::vector<SocketAddress>& dns_listeners);
 
   uv_loop_t* loop_;
   uint64_t timeout_ms_;

@@ -24,6 +24,9 @@ class ProcessState {
 
   void set_draining(bool draining) { draining_.store(draining, std::memory_order_release); }
   bool draining() const { return draining_.load(std::memory_order_acquire); }
+  // A stop signal arrived: the drain leads to the exit, POST /undrain cannot end it.
+  void set_stopping() { stopping_.store(true, std::memory_order_release); }
+  bool stopping() const { return stopping_.load(std::memory_order_acquire); }
 
   // Called by worker `index` from a timer on its own loop: proves that loop runs.
   void worker_heartbeat(unsigned index, uint64_t now_ms) {
@@ -47,6 +50,7 @@ class ProcessState {
   std::unique_ptr<std::atomic<uint64_t>[]> heartbeats_;
   std::atomic<bool> listeners_bound_{false};
   std::atomic<bool> draining_{false};
+  std::atomic<bool> stopping_{false};
   LoopProbeRegistry loop_probes_;
 };
 

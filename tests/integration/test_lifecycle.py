@@ -88,6 +88,10 @@ class LifecycleTest(unittest.TestCase):
             self.assertIsNone(hubdns.process.poll(), "did not wait for drain_grace")
             self.assertEqual(curl(hubdns.health_port, "/readyz")[0], 503)
             self.assertEqual(dig(hubdns.dns_port, "still.example")[0], "NOERROR")
+            # The drain of a stop cannot be undone (the load balancer would send traffic
+            # back to listeners about to close).
+            self.assertEqual(curl(hubdns.health_port, "/undrain", method="POST")[0], 409)
+            self.assertEqual(curl(hubdns.health_port, "/readyz")[0], 503)
             start = time.time()
             hubdns.process.send_signal(signal.SIGINT)
             self.assertEqual(hubdns.process.wait(timeout=5), 0)

@@ -153,6 +153,12 @@ class ReloadTest(unittest.TestCase):
             self.assertEqual(dig(extra_port, "d.example")[1], ["10.34.0.1"])
             self.assertTrue(wait_until(lambda: dig(hubdns.dns_port, "e.example", extra=["+time=1"])[0] is None,
                                        timeout=5))
+            # The data-path self-check follows: the address that went is not checked any
+            # more (it would fail), the one that stays is, and readiness stays 200.
+            time.sleep(4 * 0.3 + 0.5)  # more than fall x interval
+            self.assertEqual(curl(hubdns.health_port, "/readyz")[0], 200)
+            checked = {check["listener"] for check in status(hubdns.health_port)["self_check"]}
+            self.assertEqual(checked, {f"127.0.0.1:{extra_port}/udp", f"127.0.0.1:{extra_port}/tcp"})
             self.assertEqual(hubdns.stop(), 0)
         upstream.close()
 
