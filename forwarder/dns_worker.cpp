@@ -469,6 +469,7 @@ void DnsWorkerLoop::handle_query(ClientKind kind, uint32_t udp_socket, const Soc
   uint32_t slot = allocate_slot();
   PendingQuery& query = pending_[slot];
   query.client_kind = kind;
+  query.over_tcp = kind == ClientKind::tcp;
   query.udp_socket = udp_socket;
   query.client_address = client;
   query.tcp_client_id = tcp_client_id;
@@ -691,7 +692,7 @@ bool DnsWorkerLoop::start_attempt(uint32_t slot) {
     query.tried_mask |= 1u << upstream;
     query.upstream = upstream;
     query.attempt_started_ns = uv_hrtime();
-    bool sent = query.client_kind == ClientKind::tcp ? send_tcp_attempt(slot, rule.upstreams[upstream])
+    bool sent = query.over_tcp ? send_tcp_attempt(slot, rule.upstreams[upstream])
                                                      : send_udp_attempt(slot, rule.upstreams[upstream]);
     if (sent) {
       query.attempt_active = true;
@@ -767,6 +768,15 @@ void DnsWorkerLoop::upstream_answered(uint32_t slot, uint8_t* data, size_t lengt
   // (it answered, but could not resolve); they still reach the client as they are.
   UpstreamHealthEntry& health = upstream_health_->entry(query.rule, query.upstream);
   uint8_t rcode = dns::message_rcode(data);
+  // A prefetch has no client to retry over TCP after a truncated answer: it does so
+  // itself (an answer that needed TCP the first time needs it again).
+  if (query.client_kind == ClientKind::prefetch && !query.over_tcp && (dns::message_flags(data) & dns::kFlagTc) != 0) {
+    end_attempt(query);
+    query.over_tcp = true;
+    query.tried_mask = 0;
+    if (!start_attempt(slot)) finish_with_servfail(slot, dns::ExtendedError::no_reachable_authority);
+    return;
+  }
   if (rcode == dns::kServFail || rcode == dns::kRefused) {
     health.record_failure();
     // RFC 8767: an upstream that cannot resolve is no better than one that does not
@@ -892,6 +902,7 @@ uint32_t DnsWorkerLoop::allocate_slot() {
   query.upstream_socket = -1;
   query.query_deadline = DeadlineLink{};
   query.attempt_deadline = DeadlineLink{};
+  query.over_tcp = false;
   ++pending_count_;
   return slot;
 }

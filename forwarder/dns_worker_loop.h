@@ -92,6 +92,9 @@ class DnsWorkerLoop {
     bool reading = false;
     // Close once the answers still owed are written (client half-closed, or a write failed).
     bool close_when_idle = false;
+    // A write failed: the connection is broken, so queries still buffered are not started
+    // (after an EOF or a stop they are: the client is owed an answer to each complete one).
+    bool write_failed = false;
     uint64_t last_activity_ms = 0;
   };
 
@@ -132,6 +135,8 @@ class DnsWorkerLoop {
     bool attempt_active = false;
     uint16_t upstream_id = 0;
     int64_t upstream_socket = -1;  // UdpBatchIo socket id, or -1 when over TCP
+    // Upstream over TCP: the client came over TCP, or a prefetch got a truncated UDP answer.
+    bool over_tcp = false;
     uint64_t attempt_started_ns = 0;  // uv_hrtime(), for the upstream's latency
     DeadlineLink query_deadline;    // in query_deadlines_ (leaders only)
     DeadlineLink attempt_deadline;  // in one of attempt_deadlines_

@@ -72,7 +72,10 @@ void DnsWorkerLoop::on_tcp_client_timer(uv_timer_t* timer) {
   if (client == nullptr) return;
   DnsWorkerLoop* self = client->worker;
   if (client->close_when_idle) {
-    // Otherwise release_slot or the last write callback schedules this again.
+    // No more reads, but complete queries already received (a pipeline paused at the
+    // in-flight limit) are still answered, then the connection closes. Otherwise
+    // release_slot or the last write callback schedules this again.
+    self->process_tcp_frames(*client);
     if (client->queries_in_flight == 0 && client->pending_writes == 0) self->close_tcp_client(client->id);
     return;
   }
@@ -123,7 +126,7 @@ void DnsWorkerLoop::on_tcp_client_read(uv_stream_t* stream, ssize_t nread, const
 
 void DnsWorkerLoop::process_tcp_frames(TcpClient& client) {
   size_t consumed = 0;
-  while (client.received.size() - consumed >= kTcpLengthPrefix && !client.close_when_idle &&
+  while (client.received.size() - consumed >= kTcpLengthPrefix && !client.write_failed &&
          client.queries_in_flight < kMaxQueriesPerTcpClient &&
          client.unsent_bytes < kMaxUnsentBytesPerTcpClient) {
     size_t length = dns::read_u16(client.received.data() + consumed);
@@ -170,7 +173,7 @@ void DnsWorkerLoop::send_tcp_to_client(uint64_t tcp_client_id, const uint8_t* da
                       c->pending_writes--;
                       c->unsent_bytes -= written;
                       c->last_activity_ms = monotonic_ms();
-                      if (status < 0) c->close_when_idle = true;
+                      if (status < 0) c->close_when_idle = c->write_failed = true;
                       bool owes_nothing = c->queries_in_flight == 0 && c->pending_writes == 0;
                       if ((c->close_when_idle && owes_nothing) || (!c->close_when_idle && !c->reading)) {
                         c->worker->schedule_tcp_client_service(*c);
@@ -178,7 +181,7 @@ void DnsWorkerLoop::send_tcp_to_client(uint64_t tcp_client_id, const uint8_t* da
                     });
   if (rc != 0) {
     delete write;
-    client.close_when_idle = true;
+    client.close_when_idle = client.write_failed = true;
     schedule_tcp_client_service(client);
     return;
   }

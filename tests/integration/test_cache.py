@@ -250,6 +250,26 @@ class CacheTest(unittest.TestCase):
             self.assertEqual(hubdns.stop(), 0)
         upstream.close()
 
+    def test_prefetch_of_an_answer_that_needs_tcp_goes_over_tcp(self):
+        # Over UDP this upstream only ever answers truncated (TC): the entry came over TCP,
+        # and its prefetch, which has no client to retry for it, must use TCP too.
+        upstream = FakeUpstream(address="10.8.8.9", ttl=10, mode="truncate")
+        with Hubdns(cache_config(upstream, query_timeout="2s")) as hubdns:
+            start = time.time()
+            self.assertEqual(dig(hubdns.dns_port, "big.example.com", extra=["+tcp"])[1], ["10.8.8.9"])
+            dig(hubdns.dns_port, "big.example.com")
+            dig(hubdns.dns_port, "big.example.com")  # popular (UDP clients, from the cache)
+            time.sleep(max(0, start + 9.3 - time.time()))
+            self.assertEqual(dig(hubdns.dns_port, "big.example.com")[1], ["10.8.8.9"])
+            self.assertTrue(wait_until(lambda: upstream.query_count("tcp") == 2, timeout=2))
+            time.sleep(max(0, start + 10.6 - time.time()))
+            status, answers, out = dig(hubdns.dns_port, "big.example.com")
+            self.assertEqual(answers, ["10.8.8.9"], out)
+            self.assertGreaterEqual(answer_ttls(out)[0], 8, out)
+            self.assertEqual(upstream.query_count("tcp"), 2)
+            self.assertEqual(hubdns.stop(), 0)
+        upstream.close()
+
     def test_a_rule_can_opt_out_and_the_cache_can_be_flushed(self):
         upstream = FakeUpstream(address="10.9.1.1")
         private = FakeUpstream(address="10.9.1.2")

@@ -2,6 +2,7 @@
 failover, EDNS rewriting, TC and the TCP retry, pipelined TCP with out-of-order answers on
 reused upstream connections, REFUSED for a second loopback address."""
 
+import signal
 import socket
 import struct
 import threading
@@ -176,6 +177,36 @@ class RelayCoreTest(unittest.TestCase):
             self.assertEqual(upstream.query_count("udp"), 1)
             self.assertEqual(upstream.query_count("tcp"), 1)
             self.assertEqual(hubdns.stop(), 0)
+        upstream.close()
+
+    def test_every_pipelined_tcp_query_is_answered_when_the_listeners_close(self):
+        # More queries than a connection may have in flight (64): the rest wait in the
+        # receive buffer. A stop (or a reload) closing the listeners meanwhile must still
+        # answer every complete query received (RFC 7766), then close the connection.
+        upstream = FakeUpstream(address="10.3.9.9")
+        upstream.delay = 0.01
+        with Hubdns(single_rule([upstream])) as hubdns:
+            count = 100
+            stream = b"".join(struct.pack("!H", len(q)) + q
+                              for q in (build_query(f"p{i}.example.com", qid=i + 1) for i in range(count)))
+            with socket.create_connection(("127.0.0.1", hubdns.dns_port), timeout=10) as sock:
+                sock.sendall(stream)
+                time.sleep(0.05)  # the first 64 are upstream, the rest buffered
+                hubdns.process.send_signal(signal.SIGTERM)  # drain_grace 0: listeners close now
+                data = b""
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            answers = {}
+            while len(data) >= 4:
+                length = struct.unpack("!H", data[:2])[0]
+                answers[struct.unpack("!H", data[2:4])[0]] = data[5] & 0x0F
+                data = data[2 + length:]
+            self.assertEqual(set(answers), set(range(1, count + 1)))
+            self.assertEqual(set(answers.values()), {0})
+            self.assertEqual(hubdns.process.wait(timeout=10), 0)
         upstream.close()
 
     def test_pipelined_tcp_answers_out_of_order_on_reused_connections(self):
