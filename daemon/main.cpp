@@ -300,12 +300,7 @@ int run_daemon(const hubdns::ConfigSnapshot& config, const std::string& config_p
     };
     health.add_route("POST", "/reload", [&dns, &context](const HttpRequest& request, const RequestContext& peer) {
       const std::string& token = dns.config()->health.admin_token;
-      if (!admin_request_allowed(peer.peer, request.header("authorization"), token)) {
-        LOG_WARN("msg=\"admin request refused\" path=%s peer=%s", request.path.c_str(), peer.peer.to_string().c_str());
-        return HttpResponse::text(403, token.empty()
-                                           ? "forbidden: admin endpoints answer loopback clients only (no admin_token is set)\n"
-                                           : "forbidden: admin endpoints need a loopback client or Authorization: Bearer <admin_token>\n");
-      }
+      if (auto refusal = admin_refusal(request, peer.peer, token)) return std::move(*refusal);
       Reloader::Outcome outcome = context.reload("POST /reload");
       if (outcome.ok) return HttpResponse::text(200, outcome.message);
       return HttpResponse::text(500, "reload failed; the running configuration stays:\n" + outcome.message + "\n");

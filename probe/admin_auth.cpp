@@ -2,6 +2,8 @@
 
 #include <cstddef>
 
+#include "common/log/log.h"
+
 namespace hubdns {
 
 bool constant_time_equal(std::string_view a, std::string_view b) {
@@ -35,6 +37,15 @@ bool admin_request_allowed(const SocketAddress& peer, const std::string* authori
                            std::string_view admin_token) {
   if (peer.is_loopback()) return true;
   return bearer_token_matches(authorization, admin_token);
+}
+
+std::optional<HttpResponse> admin_refusal(const HttpRequest& request, const SocketAddress& peer,
+                                          std::string_view admin_token) {
+  if (admin_request_allowed(peer, request.header("authorization"), admin_token)) return std::nullopt;
+  LOG_WARN("msg=\"admin request refused\" path=%s peer=%s", request.path.c_str(), peer.to_string().c_str());
+  return HttpResponse::text(403, admin_token.empty()
+                                     ? "forbidden: admin endpoints answer loopback clients only (no admin_token is set)\n"
+                                     : "forbidden: admin endpoints need a loopback client or Authorization: Bearer <admin_token>\n");
 }
 
 }  // namespace hubdns

@@ -1,14 +1,17 @@
-// Who may use the admin endpoints (POST /drain, /undrain, later /reload, /cache/flush):
+// Who may use the admin endpoints (POST /drain, /undrain, /reload, /cache/flush):
 // a client on a loopback address (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104: only processes
 // on this host can send from there), or anyone presenting `Authorization: Bearer <token>`
-// with the configured health.admin_token. An empty token means loopback only. Pure
-// functions; any thread.
+// with the configured health.admin_token. An empty token means loopback only. No state;
+// any thread (admin_refusal also logs).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "common/net/address.h"
+#include "probe/http_request.h"
+#include "probe/http_response.h"
 
 namespace hubdns {
 
@@ -24,5 +27,11 @@ bool bearer_token_matches(const std::string* authorization, std::string_view tok
 // The whole decision for one request.
 bool admin_request_allowed(const SocketAddress& peer, const std::string* authorization,
                            std::string_view admin_token);
+
+// What every admin route does first: nothing (nullopt) when the request is allowed, else the
+// 403 to send back, after logging the refusal with the path and the peer. The answer says
+// which way in exists, so an operator who gets it knows whether to set a token or use one.
+std::optional<HttpResponse> admin_refusal(const HttpRequest& request, const SocketAddress& peer,
+                                          std::string_view admin_token);
 
 }  // namespace hubdns

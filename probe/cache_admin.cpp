@@ -14,13 +14,7 @@ void add_cache_routes(HealthServer& server, const std::shared_ptr<PacketCache>* 
                    [cache_slot, config](const HttpRequest& request, const RequestContext& context) {
     const std::string& token = (*config)->health.admin_token;
     PacketCache* cache = cache_slot->get();
-    if (!admin_request_allowed(context.peer, request.header("authorization"), token)) {
-      LOG_WARN("msg=\"admin request refused\" path=%s peer=%s", request.path.c_str(),
-               context.peer.to_string().c_str());
-      return HttpResponse::text(403, token.empty()
-                                         ? "forbidden: admin endpoints answer loopback clients only (no admin_token is set)\n"
-                                         : "forbidden: admin endpoints need a loopback client or Authorization: Bearer <admin_token>\n");
-    }
+    if (auto refusal = admin_refusal(request, context.peer, token)) return std::move(*refusal);
     if (cache == nullptr) return HttpResponse::text(409, "the cache is disabled ([cache] enabled = false): nothing to flush\n");
     std::optional<std::string> name = request.query_param("name");
     if (!name) {

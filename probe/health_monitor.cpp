@@ -191,12 +191,7 @@ void HealthMonitor::contribute(ReadinessInputs& inputs) const {
 }
 
 HttpResponse HealthMonitor::admin(const HttpRequest& request, const RequestContext& context, bool drain) {
-  if (!admin_request_allowed(context.peer, request.header("authorization"), config_->health.admin_token)) {
-    LOG_WARN("msg=\"admin request refused\" path=%s peer=%s", request.path.c_str(), context.peer.to_string().c_str());
-    return HttpResponse::text(403, config_->health.admin_token.empty()
-                                       ? "forbidden: admin endpoints answer loopback clients only (no admin_token is set)\n"
-                                       : "forbidden: admin endpoints need a loopback client or Authorization: Bearer <admin_token>\n");
-  }
+  if (auto refusal = admin_refusal(request, context.peer, config_->health.admin_token)) return std::move(*refusal);
   if (!drain && state_->stopping()) {
     return HttpResponse::text(409, "stopping: the drain leads to the exit and cannot be undone\n");
   }
