@@ -362,9 +362,10 @@ class Hubdns:
 
     The text may use {dns_port} and {health_port}, which are filled with free ports
     (dns_port: a given one instead, for instances that must know each other's port first).
+    binary: another hubdns executable than HUBDNS_BINARY (the one a package installs, say).
     """
 
-    def __init__(self, config_text, args=None, wait_ready=True, env=None, dns_port=None):
+    def __init__(self, config_text, args=None, wait_ready=True, env=None, dns_port=None, binary=None):
         self.dns_port = dns_port or free_port()
         self.health_port = free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="hubdns-test-")
@@ -372,7 +373,7 @@ class Hubdns:
         self.write_config(config_text)
         self.stderr_path = os.path.join(self.dir.name, "stderr.log")
         self.stderr_file = open(self.stderr_path, "w")
-        cmd = [BINARY, "--config", self.config_path] + (args or [])
+        cmd = [binary or BINARY, "--config", self.config_path] + (args or [])
         self.process = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=self.stderr_file, env=env
         )
