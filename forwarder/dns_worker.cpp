@@ -253,6 +253,7 @@ void DnsWorkerLoop::close_everything() {
     }
   }
   udp_.flush();
+  counters_->tcp_clients_closed.fetch_add(tcp_clients_.size(), std::memory_order_relaxed);
   tcp_clients_.clear();
   tcp_listeners_.clear();
   upstream_tcp_.reset();  // closes its connections and timers
@@ -904,6 +905,7 @@ uint32_t DnsWorkerLoop::allocate_slot() {
   query.attempt_deadline = DeadlineLink{};
   query.over_tcp = false;
   ++pending_count_;
+  counters_->pending_started.fetch_add(1, std::memory_order_relaxed);
   return slot;
 }
 
@@ -917,6 +919,7 @@ void DnsWorkerLoop::release_slot(uint32_t slot) {
   query.in_use = false;
   free_slots_.push_back(slot);
   --pending_count_;
+  counters_->pending_finished.fetch_add(1, std::memory_order_relaxed);
   if (query.client_kind == ClientKind::tcp) tcp_query_finished(query.tcp_client_id);
   if (listening_stopped_) note_if_drained();
 }

@@ -53,6 +53,7 @@ void DnsWorkerLoop::on_tcp_connection(uv_stream_t* server, int status) {
                  static_cast<uint64_t>(self->config_->server.tcp_idle_timeout.count()), 0);
   uint64_t id = client->id;
   self->tcp_clients_.emplace(id, std::move(client));
+  self->counters_->tcp_clients_opened.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool DnsWorkerLoop::tcp_client_may_read(const TcpClient& client) {
@@ -148,7 +149,7 @@ void DnsWorkerLoop::process_tcp_frames(TcpClient& client) {
 
 void DnsWorkerLoop::close_tcp_client(uint64_t id) {
   // Destroying the client closes its handles; libuv frees them in their close callbacks.
-  tcp_clients_.erase(id);
+  if (tcp_clients_.erase(id) != 0) counters_->tcp_clients_closed.fetch_add(1, std::memory_order_relaxed);
   if (listening_stopped_) note_if_drained();
 }
 

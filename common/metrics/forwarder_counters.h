@@ -31,6 +31,13 @@ struct ForwarderCounters {
   Counter no_healthy_upstream{0}; // SERVFAIL at once: every upstream of the rule is down
   Counter stale_answers{0};       // cache entries past their TTL answered instead of SERVFAIL
   Counter cache_prefetches{0};    // background refreshes of popular entries sent upstream
+  // Gauges kept as two monotonic counts (now = started - finished), so each worker only
+  // ever adds, like every other field, and a reader never sees a torn pair go negative
+  // for long.
+  Counter pending_started{0};     // client queries and prefetches that took a pending slot
+  Counter pending_finished{0};    // ...and gave it back
+  Counter tcp_clients_opened{0};  // client TCP connections accepted and kept
+  Counter tcp_clients_closed{0};  // ...and closed
 };
 
 }  // namespace hubdns

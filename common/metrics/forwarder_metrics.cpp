@@ -4,8 +4,20 @@ namespace hubdns {
 
 // A new field in ForwarderCounters must get a family here too, or it would be counted but
 // never seen: this fails to compile until both change together.
-static_assert(sizeof(ForwarderCounters) == 20 * sizeof(ForwarderCounters::Counter),
+static_assert(sizeof(ForwarderCounters) == 24 * sizeof(ForwarderCounters::Counter),
               "ForwarderCounters changed: map the new field in register_forwarder_metrics()");
+
+namespace {
+
+uint64_t difference(const ForwarderCounters::Counter& started, const ForwarderCounters::Counter& finished) {
+  // finished first: read the other way, a query that starts and finishes in between would
+  // count as finished but not started.
+  uint64_t done = finished.load(std::memory_order_relaxed);
+  uint64_t begun = started.load(std::memory_order_relaxed);
+  return begun > done ? begun - done : 0;
+}
+
+}  // namespace
 
 void register_forwarder_metrics(MetricsRegistry& registry, const ForwarderCounters& counters) {
   const ForwarderCounters* c = &counters;
@@ -59,6 +71,17 @@ void register_forwarder_metrics(MetricsRegistry& registry, const ForwarderCounte
                        .type = MetricType::counter,
                        .help = "Client queries that waited for an identical question already in flight upstream instead of sending their own."},
                       [c](MetricSink& sink) { sink.add({}, c->coalesced); });
+
+  // Read as two relaxed loads: a query that finishes between them can make the difference
+  // one off for one scrape, never more; clamped so a scrape never shows a negative.
+  registry.add_family({.name = "hubdns_dns_inflight_queries",
+                       .type = MetricType::gauge,
+                       .help = "Client queries (and cache prefetches) waiting for an upstream answer now; server.max_inflight caps it, beyond it queries get SERVFAIL (reason overload)."},
+                      [c](MetricSink& sink) { sink.add({}, difference(c->pending_started, c->pending_finished)); });
+  registry.add_family({.name = "hubdns_dns_tcp_clients",
+                       .type = MetricType::gauge,
+                       .help = "Client TCP connections open now; server.max_tcp_clients caps it, beyond it new connections are closed at once."},
+                      [c](MetricSink& sink) { sink.add({}, difference(c->tcp_clients_opened, c->tcp_clients_closed)); });
 
   registry.add_family({.name = "hubdns_dns_stale_answers_total",
                        .type = MetricType::counter,

@@ -280,6 +280,11 @@ TEST_CASE("register_forwarder_metrics: every counter, with its own value") {
   counters.no_healthy_upstream = 118;
   counters.stale_answers = 119;
   counters.cache_prefetches = 120;
+  // The gauges are differences of two counts.
+  counters.pending_started = 1000;
+  counters.pending_finished = 879;
+  counters.tcp_clients_opened = 500;
+  counters.tcp_clients_closed = 378;
 
   MetricsRegistry registry;
   register_forwarder_metrics(registry, counters);
@@ -307,6 +312,8 @@ TEST_CASE("register_forwarder_metrics: every counter, with its own value") {
       "hubdns_upstream_none_healthy_total 118",
       "hubdns_dns_stale_answers_total 119",
       "hubdns_cache_prefetches_total 120",
+      "hubdns_dns_inflight_queries 121",
+      "hubdns_dns_tcp_clients 122",
   };
   for (const std::string& sample : expected_samples) {
     INFO("missing: ", sample);
@@ -320,7 +327,9 @@ TEST_CASE("register_forwarder_metrics: every counter, with its own value") {
   for (const std::string& line : lines_of(text)) {
     if (line.starts_with("# TYPE ")) {
       ++type_lines;
-      CHECK(line.ends_with(" counter"));
+      const bool gauge = line.starts_with("# TYPE hubdns_dns_inflight_queries ") ||
+                         line.starts_with("# TYPE hubdns_dns_tcp_clients ");
+      CHECK(line.ends_with(gauge ? " gauge" : " counter"));
     } else if (line.starts_with("# HELP ")) {
       ++help_lines;
     } else {
@@ -330,10 +339,13 @@ TEST_CASE("register_forwarder_metrics: every counter, with its own value") {
   CHECK(sample_lines == expected_samples.size());
   CHECK(type_lines == registry.family_count());
   CHECK(help_lines == registry.family_count());
-  CHECK(registry.family_count() == 17);
+  CHECK(registry.family_count() == 19);
 
   counters.queries_udp.fetch_add(1, std::memory_order_relaxed);
   CHECK(has_line(registry.render(), "hubdns_dns_queries_total{proto=\"udp\"} 102"));
+  // A scrape between a finish and its start being seen never shows a negative gauge.
+  counters.pending_finished = 1001;
+  CHECK(has_line(registry.render(), "hubdns_dns_inflight_queries 0"));
 }
 
 TEST_CASE("exposition passes promtool check metrics (when promtool is available)") {
