@@ -238,6 +238,10 @@ class DnsWorkerLoop {
   void schedule_tcp_client_service(TcpClient& client);
   void send_tcp_to_client(uint64_t tcp_client_id, const uint8_t* data, size_t length);
   void close_tcp_client(uint64_t id);
+  // At max_tcp_clients: closes the connection idle longest that is owed nothing (no query
+  // in flight, no answer unsent), so that a new client gets its place; false when every
+  // connection is owed something.
+  bool evict_idle_tcp_client();
   void tcp_query_finished(uint64_t tcp_client_id);
 
   unsigned index_;

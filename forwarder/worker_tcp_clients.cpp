@@ -2,6 +2,7 @@
 // answers in any order, flow control so a client that does not read cannot make the
 // worker buffer without bound, idle timeout. Part of DnsWorkerLoop (dns_worker_loop.h);
 // runs on the worker's thread only.
+#include <cstdint>
 #include <cstring>
 
 #include "common/util/clock.h"
@@ -37,7 +38,7 @@ void DnsWorkerLoop::on_tcp_connection(uv_stream_t* server, int status) {
   int peer_length = sizeof peer;
   if (uv_tcp_getpeername(client->tcp.get(), reinterpret_cast<sockaddr*>(&peer), &peer_length) != 0) return;
   client->peer = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&peer));
-  if (self->tcp_clients_.size() >= self->max_tcp_clients_here_) {
+  if (self->tcp_clients_.size() >= self->max_tcp_clients_here_ && !self->evict_idle_tcp_client()) {
     self->counters_->tcp_clients_rejected.fetch_add(1, std::memory_order_relaxed);
     return;  // the client's destructor closes the accepted connection
   }
@@ -145,6 +146,27 @@ void DnsWorkerLoop::process_tcp_frames(TcpClient& client) {
     uv_read_stop(client.tcp.as<uv_stream_t>());
     client.reading = false;
   }
+}
+
+bool DnsWorkerLoop::evict_idle_tcp_client() {
+  // RFC 7766 §6.2.3 lets a server under pressure close idle connections. Without this, a
+  // few hundred connections that send nothing (or dribble a partial frame) would hold
+  // every place until their idle timeout, and each new legitimate client would be turned
+  // away; with it they are the ones to go. A linear scan: it runs only at the limit, and
+  // the limit per worker is small.
+  uint64_t victim = 0;
+  uint64_t oldest = UINT64_MAX;
+  for (const auto& [id, client] : tcp_clients_) {
+    if (client->queries_in_flight != 0 || client->pending_writes != 0 || client->close_when_idle) continue;
+    if (client->last_activity_ms < oldest) {
+      oldest = client->last_activity_ms;
+      victim = id;
+    }
+  }
+  if (oldest == UINT64_MAX) return false;
+  counters_->tcp_clients_evicted.fetch_add(1, std::memory_order_relaxed);
+  close_tcp_client(victim);
+  return true;
 }
 
 void DnsWorkerLoop::close_tcp_client(uint64_t id) {

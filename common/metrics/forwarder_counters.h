@@ -25,7 +25,8 @@ struct ForwarderCounters {
   Counter truncated{0};           // UDP answers cut to fit the client (TC set)
   Counter servfail_sent{0};       // SERVFAIL because the budget was spent / nothing usable
   Counter overload_servfail{0};   // SERVFAIL because max_inflight was reached
-  Counter tcp_clients_rejected{0};
+  Counter tcp_clients_rejected{0};  // at max_tcp_clients with every connection owed an answer
+  Counter tcp_clients_evicted{0};   // idle connections closed to make room for a new one
   Counter coalesced{0};           // queries that joined an identical one already upstream
   Counter upstream_overload{0};   // attempts not sent: every untried upstream at max_outstanding
   Counter no_healthy_upstream{0}; // SERVFAIL at once: every upstream of the rule is down

@@ -4,7 +4,7 @@ namespace hubdns {
 
 // A new field in ForwarderCounters must get a family here too, or it would be counted but
 // never seen: this fails to compile until both change together.
-static_assert(sizeof(ForwarderCounters) == 24 * sizeof(ForwarderCounters::Counter),
+static_assert(sizeof(ForwarderCounters) == 25 * sizeof(ForwarderCounters::Counter),
               "ForwarderCounters changed: map the new field in register_forwarder_metrics()");
 
 namespace {
@@ -65,8 +65,12 @@ void register_forwarder_metrics(MetricsRegistry& registry, const ForwarderCounte
                       [c](MetricSink& sink) { sink.add({}, c->truncated); });
   registry.add_family({.name = "hubdns_dns_tcp_clients_rejected_total",
                        .type = MetricType::counter,
-                       .help = "TCP client connections closed at once because server.max_tcp_clients was reached."},
+                       .help = "TCP client connections closed at once because server.max_tcp_clients was reached and every open connection was owed an answer."},
                       [c](MetricSink& sink) { sink.add({}, c->tcp_clients_rejected); });
+  registry.add_family({.name = "hubdns_dns_tcp_clients_evicted_total",
+                       .type = MetricType::counter,
+                       .help = "Idle client TCP connections (no query in flight, nothing unsent) closed to make room for a new client at server.max_tcp_clients."},
+                      [c](MetricSink& sink) { sink.add({}, c->tcp_clients_evicted); });
   registry.add_family({.name = "hubdns_dns_coalesced_total",
                        .type = MetricType::counter,
                        .help = "Client queries that waited for an identical question already in flight upstream instead of sending their own."},

@@ -5,7 +5,9 @@ loopback that the test controls, and talks to it with real clients (dig, kdig, c
 Only loopback addresses are ever used. Python standard library only.
 """
 
+import heapq
 import os
+import select
 import signal
 import socket
 import struct
@@ -134,6 +136,24 @@ def _query_opt(query, qend):
     if query[qend] != 0 or struct.unpack("!H", query[qend + 1 : qend + 3])[0] != 41:
         return None
     return bool(struct.unpack("!H", query[qend + 7 : qend + 9])[0] & 0x8000)
+
+
+def tcp_frames(conn):
+    """The DNS messages a TCP connection carries (2-byte length prefix each), as they
+    arrive, until the peer closes or the connection fails."""
+    buf = b""
+    while True:
+        try:
+            chunk = conn.recv(65535)
+        except OSError:
+            return
+        if not chunk:
+            return
+        buf += chunk
+        while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
+            length = struct.unpack("!H", buf[:2])[0]
+            message, buf = buf[2:2 + length], buf[2 + length:]
+            yield message
 
 
 class FakeUpstream:
@@ -329,28 +349,107 @@ class FakeUpstream:
     def _handle_tcp(self, conn):
         write_lock = threading.Lock()
         with conn:
-            buf = b""
-            while True:
+            for query in tcp_frames(conn):
+                answer = self.answer_for(query, "tcp")
+                if answer is None:
+                    continue
+                # Each answer on its own thread, after its own delay: answers to
+                # pipelined queries leave in whatever order their delays give.
+                threading.Thread(target=self._send_tcp_answer,
+                                 args=(conn, write_lock, answer, self.delay_for(query)),
+                                 daemon=True).start()
+
+
+class PacedUpstream:
+    """A UDP DNS server on loopback that answers every query after `delay` seconds with one
+    A record (10.1.1.1), from a single thread: a timer queue instead of a thread per query
+    (FakeUpstream's way), so it keeps its pace under a flood of tens of thousands of
+    queries a second. TCP (same port, a thread per connection: TCP clients are few) answers
+    the same way. For overload and attack tests; FakeUpstream for everything else."""
+
+    def __init__(self, delay=0.0):
+        self.delay = delay
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.port = free_port()
+        self.sock.bind(("127.0.0.1", self.port))
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind(("127.0.0.1", self.port))
+        self.tcp.listen(64)
+        self.received = 0
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        threading.Thread(target=self._serve_tcp, daemon=True).start()
+
+    def _serve_tcp(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer_tcp, args=(conn,), daemon=True).start()
+
+    def _answer_tcp(self, conn):
+        with conn:
+            for query in tcp_frames(conn):
+                if self.stopping:
+                    return
+                if len(query) < 17:
+                    continue
+                self.received += 1
+                time.sleep(self.delay)
+                answer = self.answer(query)
                 try:
-                    chunk = conn.recv(65535)
+                    conn.sendall(struct.pack("!H", len(answer)) + answer)
                 except OSError:
                     return
-                if not chunk:
-                    return
-                buf += chunk
-                while len(buf) >= 2:
-                    length = struct.unpack("!H", buf[:2])[0]
-                    if len(buf) < 2 + length:
+
+    @staticmethod
+    def answer(query):
+        # Header: same ID, QR and RA set, RD copied, one answer; the question as asked
+        # (hubdns checks it), then an A record for the question's name: 10.1.1.1, TTL 300.
+        end = 12
+        while end < len(query) and query[end] != 0:
+            end += query[end] + 1
+        question = query[12:end + 5]
+        flags = bytes([0x80 | (query[2] & 0x01), 0x80])
+        header = query[:2] + flags + b"\x00\x01\x00\x01\x00\x00\x00\x00"
+        record = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x01\x2c\x00\x04\x0a\x01\x01\x01"
+        return header + question + record
+
+    def _serve(self):
+        due = []  # (time, sequence, answer, peer)
+        sequence = 0
+        while not self.stopping:
+            timeout = max(0.0, due[0][0] - time.monotonic()) if due else 0.1
+            readable, _, _ = select.select([self.sock], [], [], min(timeout, 0.1))
+            if readable:
+                for _ in range(256):  # drain what is queued, without blocking
+                    try:
+                        data, peer = self.sock.recvfrom(4096, socket.MSG_DONTWAIT)
+                    except (BlockingIOError, OSError):
                         break
-                    query, buf = buf[2 : 2 + length], buf[2 + length :]
-                    answer = self.answer_for(query, "tcp")
-                    if answer is None:
+                    if len(data) < 17:
                         continue
-                    # Each answer on its own thread, after its own delay: answers to
-                    # pipelined queries leave in whatever order their delays give.
-                    threading.Thread(target=self._send_tcp_answer,
-                                     args=(conn, write_lock, answer, self.delay_for(query)),
-                                     daemon=True).start()
+                    self.received += 1
+                    sequence += 1
+                    heapq.heappush(due, (time.monotonic() + self.delay, sequence, self.answer(data), peer))
+            now = time.monotonic()
+            while due and due[0][0] <= now:
+                _, _, answer, peer = heapq.heappop(due)
+                try:
+                    self.sock.sendto(answer, peer)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stopping = True
+        self.thread.join(timeout=2)
+        self.sock.close()
+        self.tcp.close()
 
 
 # --------------------------------------------------------------------------------------

@@ -14,9 +14,7 @@ cannot absorb it. Two floods in a row show that:
 Figures are printed; timing is reported, not asserted tightly (shared CI machines).
 """
 
-import heapq
 import os
-import select
 import socket
 import subprocess
 import tempfile
@@ -24,7 +22,7 @@ import threading
 import time
 import unittest
 
-from harness import Hubdns, build_query, config_with, curl, dig, metric, wait_until
+from harness import Hubdns, PacedUpstream, build_query, config_with, curl, dig, metric, wait_until
 
 MAX_INFLIGHT = 200
 MAX_ENTRIES = 500
@@ -39,67 +37,6 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
-
-
-class PacedUpstream:
-    """A UDP DNS server on loopback that answers every query after `delay` seconds with one
-    A record, from a single thread: a timer queue instead of a thread per query, so a flood
-    costs it no more than the answers it sends."""
-
-    def __init__(self, delay):
-        self.delay = delay
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.endpoint = f"127.0.0.1:{self.port}"
-        self.received = 0
-        self.stopping = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @staticmethod
-    def answer(query):
-        # Header: same ID, QR and RA set, RD copied, one answer; the question as asked
-        # (hubdns checks it), then an A record pointing at the question's name.
-        end = 12
-        while end < len(query) and query[end] != 0:
-            end += query[end] + 1
-        question = query[12:end + 5]
-        flags = bytes([0x80 | (query[2] & 0x01), 0x80])
-        header = query[:2] + flags + b"\x00\x01\x00\x01\x00\x00\x00\x00"
-        record = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x01\x2c\x00\x04\x0a\x01\x01\x01"
-        return header + question + record
-
-    def _serve(self):
-        due = []  # (time, sequence, answer, peer)
-        sequence = 0
-        while not self.stopping:
-            timeout = max(0.0, due[0][0] - time.monotonic()) if due else 0.1
-            readable, _, _ = select.select([self.sock], [], [], min(timeout, 0.1))
-            if readable:
-                for _ in range(256):  # drain what is queued, without blocking
-                    try:
-                        data, peer = self.sock.recvfrom(4096, socket.MSG_DONTWAIT)
-                    except (BlockingIOError, OSError):
-                        break
-                    if len(data) < 17:
-                        continue
-                    self.received += 1
-                    sequence += 1
-                    heapq.heappush(due, (time.monotonic() + self.delay, sequence, self.answer(data), peer))
-            now = time.monotonic()
-            while due and due[0][0] <= now:
-                _, _, answer, peer = heapq.heappop(due)
-                try:
-                    self.sock.sendto(answer, peer)
-                except OSError:
-                    pass
-
-    def close(self):
-        self.stopping = True
-        self.thread.join(timeout=2)
-        self.sock.close()
 
 
 class Sampler:

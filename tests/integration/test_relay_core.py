@@ -241,36 +241,75 @@ class RelayCoreTest(unittest.TestCase):
             self.assertEqual(hubdns.stop(), 0)
         upstream.close()
 
-    def test_tcp_idle_half_sent_and_too_many_clients_are_cut_off(self):
+    @staticmethod
+    def closed_by_server_within(sock, seconds):
+        sock.settimeout(seconds)
+        try:
+            return sock.recv(1) == b""
+        except (socket.timeout, ConnectionResetError):
+            return False
+
+    def test_tcp_idle_and_half_sent_clients_are_cut_off(self):
         upstream = FakeUpstream()
         config = single_rule([upstream]).replace(
-            "query_timeout", 'tcp_idle_timeout = "300ms"\nmax_tcp_clients = 2\nquery_timeout')
+            "query_timeout", 'tcp_idle_timeout = "300ms"\nquery_timeout')
         with Hubdns(config) as hubdns:
-            def closed_by_server_within(sock, seconds):
-                sock.settimeout(seconds)
-                try:
-                    return sock.recv(1) == b""
-                except (socket.timeout, ConnectionResetError):
-                    return False
-
             idle = socket.create_connection(("127.0.0.1", hubdns.dns_port))
             half = socket.create_connection(("127.0.0.1", hubdns.dns_port))
             half.sendall(b"\x00")  # one byte of a length prefix, then nothing
             started = time.time()
-            self.assertTrue(closed_by_server_within(idle, 3))
-            self.assertTrue(closed_by_server_within(half, 3))
+            self.assertTrue(self.closed_by_server_within(idle, 3))
+            self.assertTrue(self.closed_by_server_within(half, 3))
             self.assertLess(time.time() - started, 2.5)
             idle.close()
             half.close()
-            # max_tcp_clients = 2 (one worker): a third connection is closed at once.
-            first = socket.create_connection(("127.0.0.1", hubdns.dns_port))
-            second = socket.create_connection(("127.0.0.1", hubdns.dns_port))
-            time.sleep(0.1)
-            third = socket.create_connection(("127.0.0.1", hubdns.dns_port))
-            self.assertTrue(closed_by_server_within(third, 1))
-            for s in (first, second, third):
-                s.close()
+            self.assertEqual(hubdns.stop(), 0)
+        upstream.close()
+
+    def test_at_max_tcp_clients_idle_connections_make_room_and_busy_ones_do_not(self):
+        upstream = FakeUpstream(address="10.4.4.4")
+        config = single_rule([upstream]).replace("query_timeout", "max_tcp_clients = 2\nquery_timeout")
+
+        def ask(sock, name, qid):
+            query = build_query(name, qid=qid)
+            sock.sendall(struct.pack("!H", len(query)) + query)
+
+        def answer_id(sock):
+            sock.settimeout(5)
+            frame = b""
+            while len(frame) < 2 or len(frame) < 2 + struct.unpack("!H", frame[:2])[0]:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return None
+                frame += chunk
+            return struct.unpack("!H", frame[2:4])[0]
+
+        with Hubdns(config) as hubdns:
+            port = hubdns.dns_port
+            # max_tcp_clients = 2 (one worker), both places idle: a third client takes the
+            # place of the one idle longest, which is closed; the third is served.
+            first = socket.create_connection(("127.0.0.1", port))
+            time.sleep(0.05)
+            second = socket.create_connection(("127.0.0.1", port))
+            time.sleep(0.05)
+            third = socket.create_connection(("127.0.0.1", port))
+            self.assertTrue(self.closed_by_server_within(first, 2))
+            ask(third, "third.example.com", 3)
+            self.assertEqual(answer_id(third), 3)
+            self.assertEqual(metric(hubdns.health_port, "hubdns_dns_tcp_clients_evicted_total"), 1)
+            # Both places owed an answer (a query each, held 1.5 s upstream): a new client is
+            # turned away at once, and the two still get their answers.
+            upstream.delay = 1.5
+            ask(second, "second.example.com", 2)
+            ask(third, "third-again.example.com", 4)
+            time.sleep(0.3)
+            fourth = socket.create_connection(("127.0.0.1", port))
+            self.assertTrue(self.closed_by_server_within(fourth, 1))
             self.assertEqual(metric(hubdns.health_port, "hubdns_dns_tcp_clients_rejected_total"), 1)
+            self.assertEqual(answer_id(second), 2)
+            self.assertEqual(answer_id(third), 4)
+            for s in (first, second, third, fourth):
+                s.close()
             self.assertEqual(hubdns.stop(), 0)
         upstream.close()
 

@@ -285,6 +285,7 @@ TEST_CASE("register_forwarder_metrics: every counter, with its own value") {
   counters.pending_finished = 879;
   counters.tcp_clients_opened = 500;
   counters.tcp_clients_closed = 378;
+  counters.tcp_clients_evicted = 123;
 
   MetricsRegistry registry;
   register_forwarder_metrics(registry, counters);
@@ -314,6 +315,7 @@ TEST_CASE("register_forwarder_metrics: every counter, with its own value") {
       "hubdns_cache_prefetches_total 120",
       "hubdns_dns_inflight_queries 121",
       "hubdns_dns_tcp_clients 122",
+      "hubdns_dns_tcp_clients_evicted_total 123",
   };
   for (const std::string& sample : expected_samples) {
     INFO("missing: ", sample);
@@ -339,7 +341,7 @@ TEST_CASE("register_forwarder_metrics: every counter, with its own value") {
   CHECK(sample_lines == expected_samples.size());
   CHECK(type_lines == registry.family_count());
   CHECK(help_lines == registry.family_count());
-  CHECK(registry.family_count() == 19);
+  CHECK(registry.family_count() == 20);
 
   counters.queries_udp.fetch_add(1, std::memory_order_relaxed);
   CHECK(has_line(registry.render(), "hubdns_dns_queries_total{proto=\"udp\"} 102"));
