@@ -302,8 +302,15 @@ HealthServer::HealthServer(uv_loop_t* loop, const ProcessState& state, HealthSer
   auto readyz = [this](const HttpRequest&, const RequestContext&) { return answer_readyz(); };
   add_route("GET", "/readyz", readyz);
   add_route("GET", "/healthz", readyz);
-  add_route("GET", "/livez",
-            [this](const HttpRequest& request, const RequestContext&) { return answer_livez(request); });
+  add_route("GET", "/livez", [this](const HttpRequest& request, const RequestContext&) {
+    std::optional<std::string> format = request.query_param("format");
+    return answer_livez(format && *format == "azure");
+  });
+  // The same JSON on a path without a query string: version 2 of the Application Health
+  // extension puts its requestPath into the URL's path, escaping "?" (it would ask for
+  // "/livez%3Fformat=azure"), so "?format=azure" cannot be configured there.
+  add_route("GET", "/livez/azure",
+            [this](const HttpRequest&, const RequestContext&) { return answer_livez(true); });
 }
 
 HealthServer::~HealthServer() { close(); }
@@ -485,10 +492,9 @@ HttpResponse HealthServer::answer_readyz() const {
   return HttpResponse::text(report.ready ? 200 : 503, reasons_body(report.reasons));
 }
 
-HttpResponse HealthServer::answer_livez(const HttpRequest& request) const {
+HttpResponse HealthServer::answer_livez(bool azure_format) const {
   LivenessReport report = liveness();
-  std::optional<std::string> format = request.query_param("format");
-  if (format && *format == "azure") {
+  if (azure_format) {
     // Azure Application Health extension, rich health states: the state is read from the
     // body of a 2xx answer; a non-2xx answer counts as "Unknown", not "Unhealthy". So an
     // unhealthy process still answers 200, with "Unhealthy" in the body.

@@ -131,7 +131,8 @@ class HealthServer {
   HttpResponse dispatch(const HttpRequest& request, const RequestContext& context) const;
   LoopHeartbeats loop_heartbeats() const;
   HttpResponse answer_readyz() const;
-  HttpResponse answer_livez(const HttpRequest& request) const;
+  // azure_format: the Application Health extension's rich-state JSON, always with 200.
+  HttpResponse answer_livez(bool azure_format) const;
 
   uv_loop_t* loop_;
   const ProcessState& state_;

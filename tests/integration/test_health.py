@@ -30,9 +30,13 @@ upstreams = ["{cls.upstream.endpoint}"]
             self.assertIn("Content-Type: text/plain", head)
 
     def test_livez_azure_format(self):
-        code, head, body = curl(self.hubdns.health_port, "/livez?format=azure")
-        self.assertEqual(code, 200)
-        self.assertIn('"ApplicationHealthState":"Healthy"', body.replace(" ", ""))
+        # The query form, and the path form that version 2 of the Application Health
+        # extension can be configured with (it escapes "?" in its requestPath).
+        for path in ("/livez?format=azure", "/livez/azure"):
+            code, head, body = curl(self.hubdns.health_port, path)
+            self.assertEqual(code, 200, path)
+            self.assertIn("application/json", head, path)
+            self.assertIn('"ApplicationHealthState":"Healthy"', body.replace(" ", ""), path)
 
     def test_head_has_no_body(self):
         code, head, body = curl(self.hubdns.health_port, "/readyz", method="HEAD", extra=["-I"])

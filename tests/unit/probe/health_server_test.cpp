@@ -530,11 +530,13 @@ TEST_CASE("HealthServer liveness reports a silent worker; azure format stays 200
 
   Exchange plain;
   Exchange azure;
+  Exchange azure_path;
   run_with_client(
       loop,
       [&] {
         plain = request_once(port, "GET /livez HTTP/1.1\r\nConnection: close\r\n\r\n");
         azure = request_once(port, "GET /livez?format=azure HTTP/1.1\r\nConnection: close\r\n\r\n");
+        azure_path = request_once(port, "GET /livez/azure HTTP/1.1\r\nConnection: close\r\n\r\n");
       },
       [&] { server.close(); });
 
@@ -542,6 +544,8 @@ TEST_CASE("HealthServer liveness reports a silent worker; azure format stays 200
   CHECK(body_of(plain.response) == "worker 1 event loop has not started\n");
   CHECK(status_line(azure.response) == "HTTP/1.1 200 OK");
   CHECK(body_of(azure.response) == "{\"ApplicationHealthState\":\"Unhealthy\"}\n");
+  CHECK(status_line(azure_path.response) == "HTTP/1.1 200 OK");
+  CHECK(body_of(azure_path.response) == "{\"ApplicationHealthState\":\"Unhealthy\"}\n");
   CHECK(loop.close() == 0);
 }
 
