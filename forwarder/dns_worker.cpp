@@ -780,6 +780,12 @@ void DnsWorkerLoop::upstream_answered(uint32_t slot, uint8_t* data, size_t lengt
   }
   if (rcode == dns::kServFail || rcode == dns::kRefused) {
     health.record_failure();
+    // Another upstream of the zone may resolve what this one could not (a server that
+    // refuses recursion, one path to the resolver failing): the next untried one gets the
+    // question while the budget lasts, as after a timeout. With none left, this answer
+    // (or a stale one) is what the client gets.
+    end_attempt(query);
+    if (start_attempt(slot)) return;
     // RFC 8767: an upstream that cannot resolve is no better than one that does not
     // answer; a stale answer, if there is one, serves the clients better than SERVFAIL.
     if (rcode == dns::kServFail && cache_enabled_for(query.rule) && send_stale(query)) {

@@ -133,6 +133,31 @@ class RelayCoreTest(unittest.TestCase):
             bad.close()
             good.close()
 
+    def test_servfail_and_refused_fail_over_to_the_next_upstream(self):
+        for bad_mode in ("servfail", "refused"):
+            bad = FakeUpstream(mode=bad_mode)
+            good = FakeUpstream(address="10.5.5.6")
+            config = single_rule([bad, good], 'policy = "sequential"')
+            with Hubdns(config) as hubdns:
+                status, answers, out = dig(hubdns.dns_port, f"failover-{bad_mode}.example.com")
+                self.assertEqual((status, answers), ("NOERROR", ["10.5.5.6"]), out)
+                self.assertEqual((bad.query_count(), good.query_count()), (1, 1))
+                self.assertEqual(hubdns.stop(), 0)
+            bad.close()
+            good.close()
+
+    def test_the_last_upstreams_servfail_or_refused_reaches_the_client(self):
+        # Nothing left to try: the upstream's own answer goes out (each upstream asked once).
+        for mode, expected in (("servfail", "SERVFAIL"), ("refused", "REFUSED")):
+            first, second = FakeUpstream(mode=mode), FakeUpstream(mode=mode)
+            with Hubdns(single_rule([first, second], 'policy = "sequential"')) as hubdns:
+                status, _, out = dig(hubdns.dns_port, f"all-{mode}.example.com")
+                self.assertEqual(status, expected, out)
+                self.assertEqual((first.query_count(), second.query_count()), (1, 1))
+                self.assertEqual(hubdns.stop(), 0)
+            first.close()
+            second.close()
+
     def test_servfail_with_ede_within_query_timeout_when_all_fail(self):
         first, second = FakeUpstream(mode="drop"), FakeUpstream(mode="drop")
         config = single_rule([first, second], 'attempt_timeout = "400ms"', query_timeout="1s")
