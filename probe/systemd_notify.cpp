@@ -18,6 +18,8 @@ namespace hubdns {
 namespace {
 
 constexpr uint64_t kStatusCheckMs = 1000;
+// Before READY=1: how often liveness is checked while the DNS workers' loops start.
+constexpr uint64_t kReadyCheckMs = 5;
 constexpr size_t kMaxStatusLine = 200;
 
 std::optional<uint64_t> watchdog_from_environment() {
@@ -192,7 +194,15 @@ void SystemdService::start() {
 
 void SystemdService::on_ready_timer(uv_timer_t* timer) {
   auto* self = static_cast<SystemdService*>(timer->data);
-  if (self != nullptr) self->send_ready();
+  if (self == nullptr) return;
+  // READY=1 promises a working service, and the first watchdog ping follows it at once:
+  // both wait until every event loop runs (the workers start a moment after the control
+  // loop), so the first status line is not "worker 0 event loop has not started".
+  if (self->hooks_.alive && !self->hooks_.alive()) {
+    uv_timer_start(timer, on_ready_timer, kReadyCheckMs, 0);
+    return;
+  }
+  self->send_ready();
 }
 
 void SystemdService::send_ready() {

@@ -2,7 +2,8 @@
 // libsystemd: newline-separated "KEY=value" assignments in one datagram to the AF_UNIX
 // SOCK_DGRAM socket named by $NOTIFY_SOCKET (a path, or "@name" for the abstract
 // namespace). SystemdNotifier sends them; SystemdService drives them from the control
-// loop for a Type=notify unit: READY=1 (with a STATUS= line) once the control loop runs,
+// loop for a Type=notify unit: READY=1 (with a STATUS= line) once the control loop runs
+// and every event loop is alive (the DNS workers have started),
 // STATUS= again when the state line changes (checked once a second), WATCHDOG=1 every
 // WATCHDOG_USEC/2 while liveness holds (every event loop answered recently: a stuck DNS
 // worker stops the pings, so systemd restarts the service), STOPPING=1 when the stop
@@ -90,8 +91,10 @@ class SystemdService {
   SystemdService(const SystemdService&) = delete;
   SystemdService& operator=(const SystemdService&) = delete;
 
-  // Sends READY=1 and the status from the loop's next iteration, then runs the watchdog
-  // and status timers. Call once everything is bound and started, just before the loop runs.
+  // Sends READY=1 and the status as soon as liveness holds (from the loop's next iteration;
+  // until every DNS worker's loop has started, it checks again every few milliseconds),
+  // then runs the watchdog and status timers. Call once everything is bound and started,
+  // just before the loop runs. Never alive: never READY, so systemd's start timeout acts.
   void start();
   // STOPPING=1 (once). Safe to call from a signal watcher on the loop.
   void stopping();

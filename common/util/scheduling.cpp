@@ -36,7 +36,15 @@ bool request_realtime_priority(int priority, std::string* error) {
   attr.sched_flags = kResetOnFork;
   attr.sched_priority = static_cast<uint32_t>(priority);
   if (syscall(SYS_sched_setattr, 0, &attr, 0) != 0) {
-    *error = std::strerror(errno);
+    const int failure = errno;
+    *error = std::strerror(failure);
+    // Without CAP_SYS_NICE the kernel allows up to RLIMIT_RTPRIO: name it, so a unit whose
+    // LimitRTPRIO= did not take (a container's hard limit of 0, say) is seen at once.
+    rlimit limit{};
+    if (failure == EPERM && getrlimit(RLIMIT_RTPRIO, &limit) == 0) {
+      *error += "; RLIMIT_RTPRIO soft " + std::to_string(limit.rlim_cur) + ", hard " +
+                std::to_string(limit.rlim_max) + " (priority " + std::to_string(priority) + " needed)";
+    }
     return false;
   }
   return true;

@@ -219,6 +219,9 @@ class PackageTest(unittest.TestCase):
         self.assertEqual(u["ExecStartPre"], [f"/usr/bin/hubdns --check-config {CONFFILE}"])
         self.assertRegex(u["ExecReload"][0], r"kill -HUP \$MAINPID$")
         self.assertEqual(u["Restart"], ["on-failure"])
+        # A broken file must not restart forever (a start takes about 2.25 s with
+        # RestartSec=2s, so systemd's default of 5 starts in 10 s is never reached).
+        self.assertGreaterEqual(seconds(u["StartLimitIntervalSec"][0]), 5 * 2.25)
         self.assertGreater(seconds(u["WatchdogSec"][0]), 0)
         self.assertEqual(u["DynamicUser"], ["yes"])
         # Port 53 is the only privilege, and it cannot be widened.

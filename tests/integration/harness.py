@@ -369,6 +369,7 @@ class PacedUpstream:
 
     def __init__(self, delay=0.0):
         self.delay = delay
+        self.mode = "answer"
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.port = free_port()
@@ -402,19 +403,26 @@ class PacedUpstream:
                 self.received += 1
                 time.sleep(self.delay)
                 answer = self.answer(query)
+                if answer is None:
+                    continue
                 try:
                     conn.sendall(struct.pack("!H", len(answer)) + answer)
                 except OSError:
                     return
 
-    @staticmethod
-    def answer(query):
-        # Header: same ID, QR and RA set, RD copied, one answer; the question as asked
-        # (hubdns checks it), then an A record for the question's name: 10.1.1.1, TTL 300.
+    def answer(self, query):
+        """The answer to send, or None (mode "drop"). Header: same ID, QR and RA set, RD
+        copied; the question as asked (hubdns checks it); then one A record for the
+        question's name, 10.1.1.1 with TTL 300 (or nothing, with SERVFAIL)."""
+        if self.mode == "drop":
+            return None
         end = 12
         while end < len(query) and query[end] != 0:
             end += query[end] + 1
         question = query[12:end + 5]
+        if self.mode == "servfail":
+            flags = bytes([0x80 | (query[2] & 0x01), 0x82])
+            return query[:2] + flags + b"\x00\x01\x00\x00\x00\x00\x00\x00" + question
         flags = bytes([0x80 | (query[2] & 0x01), 0x80])
         header = query[:2] + flags + b"\x00\x01\x00\x01\x00\x00\x00\x00"
         record = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x01\x2c\x00\x04\x0a\x01\x01\x01"
@@ -435,8 +443,11 @@ class PacedUpstream:
                     if len(data) < 17:
                         continue
                     self.received += 1
+                    answer = self.answer(data)
+                    if answer is None:
+                        continue
                     sequence += 1
-                    heapq.heappush(due, (time.monotonic() + self.delay, sequence, self.answer(data), peer))
+                    heapq.heappush(due, (time.monotonic() + self.delay, sequence, answer, peer))
             now = time.monotonic()
             while due and due[0][0] <= now:
                 _, _, answer, peer = heapq.heappop(due)
@@ -598,6 +609,15 @@ class LoadClient:
     def answered_after(self, moment):
         with self.lock:
             return sum(1 for t, _ in self.answered.values() if t > moment)
+
+
+def rss_kib(pid):
+    """A process's resident set size in KiB (VmRSS of /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 def wait_until(predicate, timeout=5.0, step=0.05):

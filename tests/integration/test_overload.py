@@ -22,21 +22,13 @@ import threading
 import time
 import unittest
 
-from harness import Hubdns, PacedUpstream, build_query, config_with, curl, dig, metric, wait_until
+from harness import Hubdns, PacedUpstream, build_query, config_with, curl, dig, metric, rss_kib, wait_until
 
 MAX_INFLIGHT = 200
 MAX_ENTRIES = 500
 UPSTREAM_DELAY = 0.2
 FLOOD_SECONDS = 6
 FLOOD_RATE = 20000
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 class Sampler:

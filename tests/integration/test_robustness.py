@@ -9,15 +9,7 @@ import subprocess
 import time
 import unittest
 
-from harness import (BINARY, FakeUpstream, Hubdns, build_query, config_with, dig, free_port)
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+from harness import (BINARY, FakeUpstream, Hubdns, build_query, config_with, dig, free_port, rss_kib)
 
 
 class RobustnessTest(unittest.TestCase):

@@ -100,6 +100,8 @@ upstreams = ["{self.upstream.endpoint}"]
             try:
                 ready = listener.wait_for(lambda t: t.startswith("READY=1"), what="READY=1")
                 self.assertTrue(ready.startswith("READY=1\nSTATUS="), ready)
+                # READY=1 waits for the DNS workers' loops: never "has not started".
+                self.assertNotIn("has not started", ready)
                 self.assertIn("hubdns started", hubdns.log())
                 listener.wait_for(lambda t: listener.dns_answered_at_ready is not None, what="DNS check")
                 self.assertTrue(listener.dns_answered_at_ready, "DNS did not answer when READY=1 arrived")

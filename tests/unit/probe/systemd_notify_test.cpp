@@ -210,6 +210,26 @@ TEST_CASE("SystemdService: READY with STATUS, watchdog pings only while alive, S
   }
 }
 
+TEST_CASE("SystemdService: READY=1 and the first watchdog ping wait until every loop is alive") {
+  FakeNotifySocket fake(false);
+  EventLoop loop;
+  bool alive = false;  // the DNS workers' loops have not started yet
+  {
+    SystemdService service(loop.get(), {.alive = [&] { return alive; }, .status_line = [] { return "ready"; }},
+                           fake.address(), 40000);
+    service.start();
+    CHECK(run_for(loop, 60, &fake).empty());  // neither READY nor WATCHDOG while not alive
+    CHECK(service.watchdog_withheld() == 0);   // and no "withholding the ping" either
+    alive = true;
+    std::vector<std::string> messages = run_for(loop, 50, &fake);
+    REQUIRE_FALSE(messages.empty());
+    CHECK(messages.front() == "READY=1\nSTATUS=ready");
+    CHECK(count(messages, "WATCHDOG=1") >= 1);
+    service.close();
+  }
+  CHECK(loop.close() == 0);
+}
+
 TEST_CASE("SystemdService without NOTIFY_SOCKET does nothing") {
   ::unsetenv("NOTIFY_SOCKET");
   EventLoop loop;
