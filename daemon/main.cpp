@@ -211,10 +211,14 @@ int run_daemon(const hubdns::ConfigSnapshot& config, const std::string& config_p
     }
 
     // Lifecycle (probe/scheduled_events.h, probe/systemd_notify.h): IMDS scheduled events
-    // on libcurl multi, and systemd notifications. An event for this VM drains like POST /drain.
+    // on libcurl multi, and systemd notifications. An event for this VM drains like POST /drain,
+    // and the drain ends when the event is over and this process is still running.
     CurlMulti http(control_loop.get());
     ScheduledEventsWatcher scheduled_events(control_loop.get(), &http, config->lifecycle,
-                                            [&state](const ScheduledEvent&) { state.set_draining(true); });
+                                            [&state, &monitor](const ScheduledEvent&, bool drain) {
+                                              state.set_event_draining(drain);
+                                              monitor.readiness_may_have_changed();
+                                            });
     scheduled_events.register_metrics(metrics);
     monitor.add_status_contributor([&scheduled_events](StatusView& view) { scheduled_events.fill_status(&view); });
     SystemdService systemd(control_loop.get(),

@@ -197,6 +197,8 @@ HttpResponse HealthMonitor::admin(const HttpRequest& request, const RequestConte
   }
   const bool was = state_->draining();
   state_->set_draining(drain);
+  // The operator's word also ends a drain a scheduled event started.
+  if (!drain) state_->set_event_draining(false);
   if (was != drain) {
     LOG_INFO("msg=\"%s\" peer=%s", drain ? "drain started (readiness 503, DNS still served)" : "drain ended",
              context.peer.to_string().c_str());

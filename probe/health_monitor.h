@@ -72,6 +72,10 @@ class HealthMonitor {
     status_contributors_.push_back(std::move(contributor));
   }
   bool ready() const { return server_->readiness().ready; }
+  // Re-evaluates readiness: opens or closes the TCP probe port, logs a change. Called by
+  // the monitor itself, and by whoever changes a readiness input it does not own (the
+  // scheduled-events drain).
+  void readiness_may_have_changed();
 
   const UpstreamChecker& checker() const { return checker_; }
   const LoopDetector& loop_detector() const { return loop_detector_; }
@@ -98,8 +102,6 @@ class HealthMonitor {
   std::string display_zone_of(size_t rule) const;
   // The first check round finished once: a milestone of the process, kept across reloads.
   bool first_round_done() const { return first_round_done_before_ || checker_.first_round_done(); }
-  // Re-evaluates readiness: opens or closes the TCP probe port, logs a change.
-  void readiness_may_have_changed();
   HttpResponse admin(const HttpRequest& request, const RequestContext& context, bool drain);
   HttpResponse status_response() const;
 

@@ -82,7 +82,7 @@ uint64_t imds_backoff_ms(uint32_t failures, uint64_t base_ms, uint64_t cap_ms, u
 }
 
 ScheduledEventsWatcher::ScheduledEventsWatcher(uv_loop_t* loop, CurlMulti* http, LifecycleConfig config,
-                                               DrainRequest drain, ScheduledEventsOptions options)
+                                               DrainChange drain, ScheduledEventsOptions options)
     : loop_(loop),
       http_(http),
       config_(std::move(config)),
@@ -330,7 +330,49 @@ void ScheduledEventsWatcher::on_document(const ScheduledEventsDocument& document
       }
     }
   }
+  end_drain_if_over();
   prune_events();
+}
+
+namespace {
+
+// EventStatus is "Scheduled" or "Started" while an event is pending or under way; an event
+// that is done disappears from the document, or (newer API versions) shows as Completed
+// or Canceled for a while.
+bool event_in_progress(const std::string& status) {
+  return status != "Completed" && status != "Canceled" && status != "Cancelled";
+}
+
+}  // namespace
+
+void ScheduledEventsWatcher::end_drain_if_over() {
+  if (drain_started_ms_ == 0) return;
+  const TrackedEvent* last = nullptr;
+  for (const auto& [id, tracked] : events_) {
+    if (!tracked.drain_requested) continue;
+    if (tracked.listed && event_in_progress(tracked.event.status)) return;  // still draining for it
+    if (last == nullptr || tracked.first_seen_ms >= last->first_seen_ms) last = &tracked;
+  }
+  if (last == nullptr) return;
+  // Every event we drained for is over, and this process is still here: a Freeze (the VM
+  // was paused and carries on), or an event withdrawn before it happened. Staying drained
+  // would keep a healthy instance out of the pool until someone restarts it.
+  for (auto& [id, tracked] : events_) {
+    if (tracked.drain_requested && tracked.ack == AckState::pending) tracked.ack = AckState::skipped;
+  }
+  drain_started_ms_ = 0;
+  ++drains_ended_;
+  LOG_WARN("msg=\"scheduled event over: drain ended, taking traffic again\" event_id=\"%s\" event_type=\"%s\" "
+           "status=\"%s\"",
+           printable(last->event.id).c_str(), printable(last->event.type).c_str(),
+           printable(last->listed ? last->event.status : std::string("gone")).c_str());
+  if (drain_) {
+    try {
+      drain_(last->event, false);
+    } catch (const std::exception& e) {
+      LOG_ERROR("msg=\"drain end failed\" error=\"%s\"", e.what());
+    }
+  }
 }
 
 void ScheduledEventsWatcher::request_drain(TrackedEvent& tracked) {
@@ -345,7 +387,7 @@ void ScheduledEventsWatcher::request_drain(TrackedEvent& tracked) {
            static_cast<long long>(config_.drain_grace.count()), config_.ack_scheduled_events ? "true" : "false");
   if (drain_) {
     try {
-      drain_(event);
+      drain_(event, true);
     } catch (const std::exception& e) {
       LOG_ERROR("msg=\"drain request failed\" error=\"%s\"", e.what());
     }
@@ -530,6 +572,10 @@ void ScheduledEventsWatcher::register_metrics(MetricsRegistry& registry) {
                        .type = MetricType::counter,
                        .help = "Scheduled events for this instance (Reboot, Redeploy, Freeze, Preempt, Terminate) that started a drain."},
                       [self](MetricSink& sink) { sink.add({}, self->drains_requested_); });
+  registry.add_family({.name = "hubdns_scheduled_event_drains_ended_total",
+                       .type = MetricType::counter,
+                       .help = "Event-driven drains that ended because every event behind them was over while this process kept running (a Freeze, or a withdrawn event)."},
+                      [self](MetricSink& sink) { sink.add({}, self->drains_ended_); });
   registry.add_family({.name = "hubdns_scheduled_event_acks_total",
                        .type = MetricType::counter,
                        .help = "Scheduled events approved (StartRequests accepted by the metadata service) after the drain grace."},

@@ -6,8 +6,11 @@
 // start; "auto": only once the instance document arrived), backing off exponentially with
 // jitter (capped) on 429, 5xx, timeouts, refused connections and malformed bodies, with
 // rate-limited warnings. An event of type Reboot, Redeploy, Freeze, Preempt or Terminate
-// whose Resources name this instance asks for a drain (the DrainRequest given by main(),
-// once per event) and is logged; events for other VMs are logged at debug only. With
+// whose Resources name this instance asks for a drain (the DrainChange given by main(),
+// once per event) and is logged; events for other VMs are logged at debug only. When no
+// such event is in progress any more (each is gone from the document, or Completed or
+// Canceled: after a Freeze the VM carries on, and an event may be withdrawn), the drain
+// ends (DrainChange with false), so the instance takes traffic again. With
 // ack_scheduled_events, once drain_grace has passed since the drain began, each such event
 // that is still listed is approved (POST StartRequests), once per EventId (retried a few
 // times on failure).
@@ -72,10 +75,11 @@ uint64_t imds_backoff_ms(uint32_t failures, uint64_t base_ms, uint64_t cap_ms, u
 
 class ScheduledEventsWatcher {
  public:
-  // Called once per event that asks this instance to drain, on the control loop.
-  using DrainRequest = std::function<void(const ScheduledEvent& event)>;
+  // On the control loop: drain = true once per event that asks this instance to drain;
+  // drain = false (with the last such event) once none of them is in progress any more.
+  using DrainChange = std::function<void(const ScheduledEvent& event, bool drain)>;
 
-  ScheduledEventsWatcher(uv_loop_t* loop, CurlMulti* http, LifecycleConfig config, DrainRequest drain,
+  ScheduledEventsWatcher(uv_loop_t* loop, CurlMulti* http, LifecycleConfig config, DrainChange drain,
                          ScheduledEventsOptions options = {});
   ~ScheduledEventsWatcher();
   ScheduledEventsWatcher(const ScheduledEventsWatcher&) = delete;
@@ -97,6 +101,7 @@ class ScheduledEventsWatcher {
   }
   uint64_t events_seen() const { return events_seen_; }
   uint64_t drains_requested() const { return drains_requested_; }
+  uint64_t drains_ended() const { return drains_ended_; }
   uint64_t acks_sent() const { return acks_sent_; }
 
  private:
@@ -123,6 +128,7 @@ class ScheduledEventsWatcher {
   void on_poll(const HttpFetchResult& result);
   void on_document(const ScheduledEventsDocument& document);
   void request_drain(TrackedEvent& tracked);
+  void end_drain_if_over();
   void arm_ack_timer(uint64_t delay_ms);
   void send_acks();
   void on_ack(const std::string& event_id, const HttpFetchResult& result);
@@ -134,7 +140,7 @@ class ScheduledEventsWatcher {
   uv_loop_t* loop_;
   CurlMulti* http_;
   LifecycleConfig config_;
-  DrainRequest drain_;
+  DrainChange drain_;
   ScheduledEventsOptions options_;
   UvTimer instance_timer_;
   UvTimer poll_timer_;
@@ -155,7 +161,8 @@ class ScheduledEventsWatcher {
   uint64_t polls_ok_ = 0;
 
   std::map<std::string, TrackedEvent> events_;  // by EventId
-  uint64_t drain_started_ms_ = 0;               // when the first event-driven drain began
+  uint64_t drains_ended_ = 0;
+  uint64_t drain_started_ms_ = 0;               // when the current event-driven drain began (0: none)
   std::map<uint64_t, std::string> ack_requests_;  // request id -> EventId
 
   std::array<std::array<uint64_t, kImdsResultCount>, kImdsRequestKindCount> requests_{};

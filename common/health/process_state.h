@@ -22,8 +22,15 @@ class ProcessState {
   void set_listeners_bound(bool bound) { listeners_bound_.store(bound, std::memory_order_release); }
   bool listeners_bound() const { return listeners_bound_.load(std::memory_order_acquire); }
 
+  // Two sources of a drain, kept apart so that the end of one does not end the other: an
+  // operator's (POST /drain, a stop signal) and a scheduled event's (which ends by itself
+  // when the event is over, e.g. after a Freeze). Readiness sees either.
   void set_draining(bool draining) { draining_.store(draining, std::memory_order_release); }
-  bool draining() const { return draining_.load(std::memory_order_acquire); }
+  void set_event_draining(bool draining) { event_draining_.store(draining, std::memory_order_release); }
+  bool draining() const {
+    return draining_.load(std::memory_order_acquire) || event_draining_.load(std::memory_order_acquire);
+  }
+  bool event_draining() const { return event_draining_.load(std::memory_order_acquire); }
   // A stop signal arrived: the drain leads to the exit, POST /undrain cannot end it.
   void set_stopping() { stopping_.store(true, std::memory_order_release); }
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
@@ -50,6 +57,7 @@ class ProcessState {
   std::unique_ptr<std::atomic<uint64_t>[]> heartbeats_;
   std::atomic<bool> listeners_bound_{false};
   std::atomic<bool> draining_{false};
+  std::atomic<bool> event_draining_{false};
   std::atomic<bool> stopping_{false};
   LoopProbeRegistry loop_probes_;
 };

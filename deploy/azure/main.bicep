@@ -141,10 +141,10 @@ param hubdnsPackageUrl string = ''
 @secure()
 param adminToken string = ''
 
-@description('[lifecycle] drain_grace: after SIGTERM or a scheduled event, how long hubdns keeps answering while /readyz says 503, so the load balancer (probeThreshold x 5 s) moves new flows away first.')
+@description('[lifecycle] drain_grace: after SIGTERM or a scheduled event, how long hubdns keeps answering while /readyz says 503, so the load balancer (probeThreshold x 5 s, plus up to 10 s before it acts on a probe result) moves new flows away first.')
 @minValue(10)
 @maxValue(240)
-param drainGraceSeconds int = 15
+param drainGraceSeconds int = 20
 
 @description('How long a Terminate scheduled event waits for approval. hubdns approves it after drainGraceSeconds, so this only matters when hubdns is not running; the shortest allowed is right.')
 @allowed([

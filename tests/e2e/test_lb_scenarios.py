@@ -842,10 +842,9 @@ class LoadBalancerScenarios(unittest.TestCase):
         self.assertEqual(failed, [], self.explain(failed))
         self.assertIsNotNone(back, f"{target.name} did not come back\n{self.lb_events()}")
 
-    # hubdns bug (docs/e2e.md, "Findings"): a drain started for a scheduled event is never
-    # lifted, so after a Freeze (the VM pauses for seconds and carries on: same process) the
-    # instance answers 503 for good and stays out of the pool. Remove the decorator once fixed.
-    @unittest.expectedFailure
+    # After a Freeze the VM pauses for seconds and the same process carries on: once the
+    # event is gone, hubdns ends the drain it started and the instance rejoins the pool
+    # (until this was fixed, it stayed drained for good: docs/e2e.md, "Findings").
     def test_4b_instance_drained_for_a_freeze_returns_to_the_pool_after_it(self):
         target = self.instances[2]
         load = self.start_load()

@@ -298,6 +298,39 @@ class ScheduledEventTest(ImdsTestCase):
         self.assertIn('not_before="Mon, 19 Sep 2016 18:29:47 GMT"', log)
         self.assert_direct_metadata_requests(fake)
 
+    def test_drain_ends_when_the_event_is_over_and_the_process_still_runs(self):
+        # A Freeze pauses the VM for seconds and the same process carries on: once the event
+        # is gone from the document, the instance takes traffic again. An operator's drain
+        # is separate: it outlives the event, and POST /undrain ends both.
+        fake = self.fake()
+        hubdns = self.start(fake.url, "on", ack=True, drain_grace="500ms")
+        port = hubdns.health_port
+        wait_for(lambda: status(port)["instance"]["state"] == "known", message="instance known")
+        fake.set_events([event("FREEZE-1", event_type="Freeze")])
+        wait_for(lambda: readyz(port)[0] == 503, timeout=5, message="/readyz 503 (Freeze)")
+        wait_for(lambda: fake.seen("POST", EVENTS_PATH), timeout=8, message="approval")
+        fake.set_events([event("FREEZE-1", event_type="Freeze", status="Started")])
+        time.sleep(1.5)
+        self.assertEqual(readyz(port)[0], 503)  # under way: still drained
+        fake.set_events([])  # over
+        wait_for(lambda: readyz(port)[0] == 200, timeout=5, message="/readyz 200 after the Freeze")
+        self.assertFalse(status(port)["draining"])
+        self.assertEqual(metric(port, "hubdns_scheduled_event_drains_ended_total"), 1)
+        self.assertIn("scheduled event over: drain ended", hubdns.log())
+
+        # The operator drains; an event comes and goes: the operator's drain stays.
+        self.assertEqual(curl(port, "/drain", method="POST")[0], 200)
+        fake.set_events([event("REBOOT-2", event_type="Reboot")])
+        wait_for(lambda: metric(port, "hubdns_scheduled_event_drains_total") == 2, message="second drain")
+        fake.set_events([])
+        wait_for(lambda: metric(port, "hubdns_scheduled_event_drains_ended_total") == 2, message="second end")
+        self.assertEqual(readyz(port)[0], 503)
+        # POST /undrain ends every drain, an event's included.
+        fake.set_events([event("REBOOT-3", event_type="Reboot")])
+        wait_for(lambda: metric(port, "hubdns_scheduled_event_drains_total") == 3, message="third drain")
+        self.assertEqual(curl(port, "/undrain", method="POST")[0], 200)
+        self.assertEqual(readyz(port)[0], 200)
+
     def test_no_ack_unless_configured(self):
         fake = self.fake()
         hubdns = self.start(fake.url, "on", ack=False, drain_grace="0s")
