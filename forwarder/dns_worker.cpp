@@ -761,9 +761,6 @@ void DnsWorkerLoop::on_upstream_datagram(uint32_t socket_id, const sockaddr* fro
 void DnsWorkerLoop::upstream_answered(uint32_t slot, uint8_t* data, size_t length) {
   PendingQuery& query = pending_[slot];
   uint64_t latency_us = (uv_hrtime() - query.attempt_started_ns) / 1000;
-  double rtt = static_cast<double>(latency_us) / 1000.0 + 0.001;
-  double& srtt = upstream_state_[query.rule][query.upstream].smoothed_rtt_ms;
-  srtt = srtt == 0 ? rtt : srtt * 0.7 + rtt * 0.3;
   counters_->answers.fetch_add(1, std::memory_order_relaxed);
   // Passive evidence for the health checks: SERVFAIL and REFUSED count against the upstream
   // (it answered, but could not resolve); they still reach the client as they are.
@@ -778,8 +775,13 @@ void DnsWorkerLoop::upstream_answered(uint32_t slot, uint8_t* data, size_t lengt
     if (!start_attempt(slot)) finish_with_servfail(slot, dns::ExtendedError::no_reachable_authority);
     return;
   }
+  double& srtt = upstream_state_[query.rule][query.upstream].smoothed_rtt_ms;
   if (rcode == dns::kServFail || rcode == dns::kRefused) {
     health.record_failure();
+    // A quick refusal is no sign of a good upstream: `fastest` must not keep choosing one
+    // that refuses everything, so it is pushed back as a timeout would be.
+    const double floor = static_cast<double>(config_->forward[query.rule].attempt_timeout.count());
+    srtt = std::min(std::max(srtt * 2, floor), 60000.0);
     // Another upstream of the zone may resolve what this one could not (a server that
     // refuses recursion, one path to the resolver failing): the next untried one gets the
     // question while the budget lasts, as after a timeout. With none left, this answer
@@ -804,6 +806,8 @@ void DnsWorkerLoop::upstream_answered(uint32_t slot, uint8_t* data, size_t lengt
     }
   } else {
     health.record_answer(latency_us);
+    const double rtt = static_cast<double>(latency_us) / 1000.0 + 0.001;
+    srtt = srtt == 0 ? rtt : srtt * 0.7 + rtt * 0.3;
   }
   // Stored before any client's copy is rewritten in place; the cache decides what is
   // cacheable (no TC, no SERVFAIL, TTL > 0...).

@@ -234,6 +234,8 @@ class DnsWorkerLoop {
   static void on_tcp_client_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   static void on_tcp_client_timer(uv_timer_t* timer);
   static bool tcp_client_may_read(const TcpClient& client);
+  // A whole query (length prefix and message) is buffered, not yet started.
+  static bool holds_complete_frame(const TcpClient& client);
   void process_tcp_frames(TcpClient& client);
   void schedule_tcp_client_service(TcpClient& client);
   void send_tcp_to_client(uint64_t tcp_client_id, const uint8_t* data, size_t length);

@@ -148,6 +148,11 @@ void DnsWorkerLoop::process_tcp_frames(TcpClient& client) {
   }
 }
 
+bool DnsWorkerLoop::holds_complete_frame(const TcpClient& client) {
+  return client.received.size() >= kTcpLengthPrefix &&
+         client.received.size() - kTcpLengthPrefix >= dns::read_u16(client.received.data());
+}
+
 bool DnsWorkerLoop::evict_idle_tcp_client() {
   // RFC 7766 §6.2.3 lets a server under pressure close idle connections. Without this, a
   // few hundred connections that send nothing (or dribble a partial frame) would hold
@@ -158,6 +163,9 @@ bool DnsWorkerLoop::evict_idle_tcp_client() {
   uint64_t oldest = UINT64_MAX;
   for (const auto& [id, client] : tcp_clients_) {
     if (client->queries_in_flight != 0 || client->pending_writes != 0 || client->close_when_idle) continue;
+    // Paused at its in-flight or unsent limit, or holding a complete query not started
+    // yet: owed answers, just not begun (a partial frame, as a slow-loris sends, is not).
+    if (!client->reading || holds_complete_frame(*client)) continue;
     if (client->last_activity_ms < oldest) {
       oldest = client->last_activity_ms;
       victim = id;

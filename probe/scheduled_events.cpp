@@ -291,6 +291,17 @@ void ScheduledEventsWatcher::on_poll(const HttpFetchResult& result) {
   uv_timer_start(poll_timer_.get(), on_poll_timer, delay, 0);
 }
 
+namespace {
+
+// EventStatus is "Scheduled" or "Started" while an event is pending or under way; an event
+// that is done disappears from the document, or (newer API versions) shows as Completed
+// or Canceled for a while.
+bool event_in_progress(const std::string& status) {
+  return status != "Completed" && status != "Canceled" && status != "Cancelled";
+}
+
+}  // namespace
+
 void ScheduledEventsWatcher::on_document(const ScheduledEventsDocument& document) {
   const uint64_t now = monotonic_ms();
   for (auto& [id, tracked] : events_) tracked.listed = false;
@@ -317,7 +328,9 @@ void ScheduledEventsWatcher::on_document(const ScheduledEventsDocument& document
                   printable(join_names(event.resources)).c_str());
       }
     }
-    if (!event_type_requires_drain(event.type) || tracked.drain_requested) continue;
+    // An event already over (first seen as Completed, say) is not worth a drain; one whose
+    // drain ended and that is listed as pending again (withdrawn, then reissued) drains again.
+    if (!event_type_requires_drain(event.type) || tracked.drain_requested || !event_in_progress(event.status)) continue;
     if (tracked.for_this_instance) {
       request_drain(tracked);
     } else if (!known_name) {
@@ -334,17 +347,6 @@ void ScheduledEventsWatcher::on_document(const ScheduledEventsDocument& document
   prune_events();
 }
 
-namespace {
-
-// EventStatus is "Scheduled" or "Started" while an event is pending or under way; an event
-// that is done disappears from the document, or (newer API versions) shows as Completed
-// or Canceled for a while.
-bool event_in_progress(const std::string& status) {
-  return status != "Completed" && status != "Canceled" && status != "Cancelled";
-}
-
-}  // namespace
-
 void ScheduledEventsWatcher::end_drain_if_over() {
   if (drain_started_ms_ == 0) return;
   const TrackedEvent* last = nullptr;
@@ -358,7 +360,11 @@ void ScheduledEventsWatcher::end_drain_if_over() {
   // was paused and carries on), or an event withdrawn before it happened. Staying drained
   // would keep a healthy instance out of the pool until someone restarts it.
   for (auto& [id, tracked] : events_) {
-    if (tracked.drain_requested && tracked.ack == AckState::pending) tracked.ack = AckState::skipped;
+    if (!tracked.drain_requested) continue;
+    // Over: should the same EventId be listed as pending again, it drains (and is
+    // approved) again.
+    tracked.drain_requested = false;
+    if (tracked.ack == AckState::pending) tracked.ack = AckState::skipped;
   }
   drain_started_ms_ = 0;
   ++drains_ended_;
@@ -392,8 +398,9 @@ void ScheduledEventsWatcher::request_drain(TrackedEvent& tracked) {
       LOG_ERROR("msg=\"drain request failed\" error=\"%s\"", e.what());
     }
   }
-  if (config_.ack_scheduled_events) {
+  if (config_.ack_scheduled_events && tracked.ack != AckState::sent && tracked.ack != AckState::in_flight) {
     tracked.ack = AckState::pending;
+    tracked.ack_attempts = 0;
     const uint64_t due = drain_started_ms_ + static_cast<uint64_t>(config_.drain_grace.count());
     arm_ack_timer(due > now ? due - now : 0);
   }
@@ -469,6 +476,11 @@ void ScheduledEventsWatcher::on_ack(const std::string& event_id, const HttpFetch
     ++acks_sent_;
     LOG_INFO("msg=\"scheduled event approved (StartRequests)\" event_id=\"%s\" event_type=\"%s\"",
              printable(event_id).c_str(), printable(tracked.event.type).c_str());
+    return;
+  }
+  if (drain_started_ms_ == 0 || !tracked.listed || !event_in_progress(tracked.event.status)) {
+    // The drain ended meanwhile (the event is over): nothing left to approve.
+    tracked.ack = AckState::skipped;
     return;
   }
   ++tracked.ack_attempts;

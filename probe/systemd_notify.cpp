@@ -198,7 +198,14 @@ void SystemdService::on_ready_timer(uv_timer_t* timer) {
   // READY=1 promises a working service, and the first watchdog ping follows it at once:
   // both wait until every event loop runs (the workers start a moment after the control
   // loop), so the first status line is not "worker 0 event loop has not started".
-  if (self->hooks_.alive && !self->hooks_.alive()) {
+  bool alive = true;
+  try {
+    alive = !self->hooks_.alive || self->hooks_.alive();
+  } catch (const std::exception& e) {
+    LOG_ERROR("msg=\"liveness evaluation failed\" error=\"%s\"", e.what());
+    alive = false;
+  }
+  if (!alive) {
     uv_timer_start(timer, on_ready_timer, kReadyCheckMs, 0);
     return;
   }

@@ -76,15 +76,15 @@ void register_forwarder_metrics(MetricsRegistry& registry, const ForwarderCounte
                        .help = "Client queries that waited for an identical question already in flight upstream instead of sending their own."},
                       [c](MetricSink& sink) { sink.add({}, c->coalesced); });
 
-  // Read as two relaxed loads: a query that finishes between them can make the difference
-  // one off for one scrape, never more; clamped so a scrape never shows a negative.
+  // Read as two relaxed loads while workers go on: the queries that start or finish in
+  // between make one scrape a little off (never negative: clamped); the next is right.
   registry.add_family({.name = "hubdns_dns_inflight_queries",
                        .type = MetricType::gauge,
                        .help = "Client queries (and cache prefetches) waiting for an upstream answer now; server.max_inflight caps it, beyond it queries get SERVFAIL (reason overload)."},
                       [c](MetricSink& sink) { sink.add({}, difference(c->pending_started, c->pending_finished)); });
   registry.add_family({.name = "hubdns_dns_tcp_clients",
                        .type = MetricType::gauge,
-                       .help = "Client TCP connections open now; server.max_tcp_clients caps it, beyond it new connections are closed at once."},
+                       .help = "Client TCP connections open now; server.max_tcp_clients caps it: beyond it a new connection takes the place of an idle one, or is closed at once when none is idle."},
                       [c](MetricSink& sink) { sink.add({}, difference(c->tcp_clients_opened, c->tcp_clients_closed)); });
 
   registry.add_family({.name = "hubdns_dns_stale_answers_total",

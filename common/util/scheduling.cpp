@@ -42,8 +42,11 @@ bool request_realtime_priority(int priority, std::string* error) {
     // LimitRTPRIO= did not take (a container's hard limit of 0, say) is seen at once.
     rlimit limit{};
     if (failure == EPERM && getrlimit(RLIMIT_RTPRIO, &limit) == 0) {
-      *error += "; RLIMIT_RTPRIO soft " + std::to_string(limit.rlim_cur) + ", hard " +
-                std::to_string(limit.rlim_max) + " (priority " + std::to_string(priority) + " needed)";
+      auto text = [](rlim_t value) {
+        return value == RLIM_INFINITY ? std::string("unlimited") : std::to_string(value);
+      };
+      *error += "; RLIMIT_RTPRIO soft " + text(limit.rlim_cur) + ", hard " + text(limit.rlim_max) +
+                " (priority " + std::to_string(priority) + " needed)";
     }
     return false;
   }

@@ -146,6 +146,21 @@ class RelayCoreTest(unittest.TestCase):
             bad.close()
             good.close()
 
+    def test_fastest_turns_away_from_an_upstream_that_refuses_at_once(self):
+        # A refusal comes back faster than any real answer; it must not make that upstream
+        # look like the fastest one.
+        refusing = FakeUpstream(mode="refused")
+        good = FakeUpstream(address="10.5.5.7")
+        good.delay = 0.02
+        with Hubdns(single_rule([refusing, good], 'policy = "fastest"')) as hubdns:
+            for i in range(20):
+                status, answers, out = dig(hubdns.dns_port, f"fastest-{i}.example.com")
+                self.assertEqual((status, answers), ("NOERROR", ["10.5.5.7"]), out)
+            self.assertLessEqual(refusing.query_count(), 5)
+            self.assertEqual(hubdns.stop(), 0)
+        refusing.close()
+        good.close()
+
     def test_the_last_upstreams_servfail_or_refused_reaches_the_client(self):
         # Nothing left to try: the upstream's own answer goes out (each upstream asked once).
         for mode, expected in (("servfail", "SERVFAIL"), ("refused", "REFUSED")):

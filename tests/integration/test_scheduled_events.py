@@ -330,6 +330,21 @@ class ScheduledEventTest(ImdsTestCase):
         wait_for(lambda: metric(port, "hubdns_scheduled_event_drains_total") == 3, message="third drain")
         self.assertEqual(curl(port, "/undrain", method="POST")[0], 200)
         self.assertEqual(readyz(port)[0], 200)
+        fake.set_events([])
+        wait_for(lambda: metric(port, "hubdns_scheduled_event_drains_ended_total") == 3, message="third end")
+
+        # An event listed again after its drain ended (withdrawn, then reissued) drains again.
+        fake.set_events([event("REBOOT-3", event_type="Reboot")])
+        wait_for(lambda: readyz(port)[0] == 503, timeout=5, message="/readyz 503 (REBOOT-3 again)")
+        self.assertEqual(metric(port, "hubdns_scheduled_event_drains_total"), 4)
+        fake.set_events([])
+        wait_for(lambda: readyz(port)[0] == 200, timeout=5, message="/readyz 200 again")
+        # An event first seen already over starts no drain at all.
+        fake.set_events([event("REBOOT-4", event_type="Reboot", status="Completed")])
+        polls = len(fake.seen("GET", EVENTS_PATH))
+        wait_for(lambda: len(fake.seen("GET", EVENTS_PATH)) >= polls + 3, message="more polls")
+        self.assertEqual(readyz(port)[0], 200)
+        self.assertEqual(metric(port, "hubdns_scheduled_event_drains_total"), 4)
 
     def test_no_ack_unless_configured(self):
         fake = self.fake()
