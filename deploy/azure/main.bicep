@@ -98,7 +98,7 @@ param loadBalancerFrontendIp string = '10.0.5.25'
 @maxValue(65535)
 param healthPort int = 8053
 
-@description('Consecutive probe results (5 s apart) that take an instance out of the pool or put it back. Keep probeThreshold x 5 s + 5 s within drainGraceSeconds.')
+@description('Consecutive probe results (5 s apart) that take an instance out of the pool or put it back. Keep probeThreshold x 5 s + 10 s within drainGraceSeconds.')
 @minValue(1)
 @maxValue(10)
 param probeThreshold int = 2
