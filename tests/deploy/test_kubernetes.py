@@ -58,7 +58,7 @@ BASE = "base"
 OVERLAYS = ["aks-internal-lb"]
 
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "integration"))
-from harness import FakeUpstream, free_port, response_status  # noqa: E402
+from harness import FakeUpstream, free_port, response_status, wait_until  # noqa: E402
 
 
 def need(condition, message):
@@ -954,15 +954,6 @@ def resolve(port, name, tcp=False, server="127.0.0.1", runner=()):
     return response_status(out), answers
 
 
-def wait_for(predicate, timeout, step=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
-
-
 def probe_paths(b):
     return {kind: (b.container[kind]["httpGet"]["path"], b.container_port(b.container[kind]["httpGet"]["port"], "TCP"))
             for kind in ("readinessProbe", "livenessProbe", "startupProbe") if kind in b.container}
@@ -1004,7 +995,7 @@ def run_on_loopback(b, drain):
 
         url = f"http://127.0.0.1:{health_port}"
         readiness = b.container["readinessProbe"]["httpGet"]["path"]
-        need(wait_for(lambda: process.poll() is not None or curl_status(url + readiness) == 200, 15),
+        need(wait_until(lambda: process.poll() is not None or curl_status(url + readiness) == 200, 15),
              f"not ready within 15 s: {log_text()}")
         need(process.poll() is None, f"hubdns exited with {process.returncode}: {log_text()}")
         # The kubelet's probes, as the manifest writes them (the ports map to the config's).
@@ -1026,7 +1017,7 @@ def run_on_loopback(b, drain):
         budget = b.pod.get("terminationGracePeriodSeconds", 30) - b.prestop_sleep()
         signalled = time.time()
         process.send_signal(signal.SIGTERM)
-        need(wait_for(lambda: curl_status(url + "/readyz") == 503, 1.0), "readiness did not turn 503 within 1 s of SIGTERM")
+        need(wait_until(lambda: curl_status(url + "/readyz") == 503, 1.0), "readiness did not turn 503 within 1 s of SIGTERM")
         need(curl_status(url + "/livez") == 200, "liveness must stay 200 while draining")
         time.sleep(min(1.0, drain_grace / 2))
         result = resolve(dns_port, "during.drain.example")
@@ -1086,7 +1077,7 @@ class PodSandbox:
         b = self.b
         self.holder = self.spawn(["unshare", "--net", "sleep", "300"])
         own = os.readlink("/proc/self/ns/net")
-        need(wait_for(lambda: os.readlink(f"/proc/{self.holder.pid}/ns/net") != own, 5), "no network namespace")
+        need(wait_until(lambda: os.readlink(f"/proc/{self.holder.pid}/ns/net") != own, 5), "no network namespace")
         self.ns = f"/proc/{self.holder.pid}/ns/net"
         self.run = ["nsenter", f"--net={self.ns}"]
         self.sh("ip link set lo up")
@@ -1159,7 +1150,7 @@ def run_as_pod(b):
         hubdns = pod.start_hubdns()
         health = {port for _, port in probe_paths(b).values()}.pop()
         url = f"http://{POD_ADDRESS}:{health}"
-        need(wait_for(lambda: hubdns.poll() is not None or curl_status(url + "/readyz", pod.run) == 200, 15),
+        need(wait_until(lambda: hubdns.poll() is not None or curl_status(url + "/readyz", pod.run) == 200, 15),
              f"not ready within 15 s: {pod.log()}")
         need(hubdns.poll() is None, f"hubdns exited with {hubdns.returncode}: {pod.log()}")
         # The process is what the manifest promises: the pod's user, no capability in any
@@ -1184,7 +1175,7 @@ def run_as_pod(b):
             result = resolve(port, "www.example.com", tcp=over_tcp, server=POD_ADDRESS, runner=pod.run)
             need(result == ("NOERROR", [ANSWER]), f"DNS over {'TCP' if over_tcp else 'UDP'} port {port}: {result}")
         hubdns.send_signal(signal.SIGTERM)
-        need(wait_for(lambda: curl_status(url + "/readyz", pod.run) == 503, 1.0), "no 503 after SIGTERM")
+        need(wait_until(lambda: curl_status(url + "/readyz", pod.run) == 503, 1.0), "no 503 after SIGTERM")
         hubdns.send_signal(signal.SIGTERM)  # a second signal stops at once
         need(hubdns.wait(timeout=10) == 0, f"exit {hubdns.returncode}: {pod.log()}")
     finally:

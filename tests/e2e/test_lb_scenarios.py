@@ -26,14 +26,12 @@ import threading
 import time
 import tomllib
 import unittest
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 from harness import SOURCE_DIR, FakeUpstream, Hubdns, build_query, curl, free_port, udp_exchange  # noqa: E402
-from test_scheduled_events import (EVENTS_PATH, INSTANCE_DOCUMENT, INSTANCE_PATH, PROXY_ENV,  # noqa: E402
-                                   event)
+from test_scheduled_events import EVENTS_PATH, PROXY_ENV, FakeImds, event  # noqa: E402
 
 import dnsload  # noqa: E402
 import lbsim  # noqa: E402
@@ -249,60 +247,16 @@ class FakeImdsFleet:
     """The instance metadata service as each VM of a scale set sees it: one endpoint per VM
     (each VM has its own 169.254.169.254; here a loopback port each) answering that VM's own
     instance document, and one scheduled-events document shared by all (events name the VMs
-    they are for in Resources). StartRequests approvals are recorded."""
+    they are for in Resources). StartRequests approvals are recorded by each endpoint."""
 
     def __init__(self, names):
         self.lock = threading.Lock()
         self.events = []
         self.incarnation = 1
-        self.approvals = []  # (time.monotonic(), vm name, body dict)
-        self.servers = {}
-        for name in names:
-            self.servers[name] = self._serve(name)
-
-    def _serve(self, vm):
-        fleet = self
-        document = json.loads(json.dumps(INSTANCE_DOCUMENT))
-        document["compute"]["name"] = vm
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, code, body):
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):
-                if self.path == INSTANCE_PATH:
-                    self._send(200, json.dumps(document).encode())
-                elif self.path == EVENTS_PATH:
-                    with fleet.lock:
-                        doc = {"DocumentIncarnation": fleet.incarnation, "Events": list(fleet.events)}
-                    self._send(200, json.dumps(doc).encode())
-                else:
-                    self._send(404, b"{}")
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(length) if length else b""
-                if self.path == EVENTS_PATH:
-                    with fleet.lock:
-                        fleet.approvals.append((time.monotonic(), vm, json.loads(body or b"{}")))
-                    self._send(200, b"")
-                else:
-                    self._send(404, b"{}")
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return server
+        self.vms = {name: FakeImds(instance_name=name, events_from=self) for name in names}
 
     def url(self, name):
-        return f"http://127.0.0.1:{self.servers[name].server_address[1]}"
+        return self.vms[name].url
 
     def set_events(self, events):
         with self.lock:
@@ -310,14 +264,18 @@ class FakeImdsFleet:
             self.incarnation += 1
 
     def approvals_for(self, event_id):
-        with self.lock:
-            return [a for a in self.approvals
-                    if any(r.get("EventId") == event_id for r in a[2].get("StartRequests", []))]
+        """[(time.monotonic(), vm name, body dict)] of the StartRequests naming event_id."""
+        found = []
+        for vm, endpoint in self.vms.items():
+            for at, _, _, _, body in endpoint.seen("POST", EVENTS_PATH):
+                request = json.loads(body or b"{}")
+                if any(r.get("EventId") == event_id for r in request.get("StartRequests", [])):
+                    found.append((at, vm, request))
+        return sorted(found, key=lambda approval: approval[0])
 
     def close(self):
-        for server in self.servers.values():
-            server.shutdown()
-            server.server_close()
+        for endpoint in self.vms.values():
+            endpoint.close()
 
 
 class Instance:

@@ -69,15 +69,23 @@ class FakeImds:
 
     mode: "ok" answers the documents; "500", "429" answer that status; "garbage" answers
     200 with a body that is not JSON; "huge" answers 200 with a 1 MiB body.
+    instance_name: the VM's compute.name in the instance document (INSTANCE_NAME if None).
+    events_from: another object with `lock`, `events` and `incarnation` whose scheduled-events
+    document this endpoint serves (a scale set's VMs each have their own endpoint but see one
+    document); by default its own (set_events).
     """
 
-    def __init__(self, mode="ok"):
+    def __init__(self, mode="ok", instance_name=None, events_from=None):
         self.mode = mode
         self.events = []
         self.incarnation = 1
         self.requests = []  # (time, method, path, headers dict, body)
         self.lock = threading.Lock()
         fake = self
+        board = events_from or self
+        document = json.loads(json.dumps(INSTANCE_DOCUMENT))
+        if instance_name is not None:
+            document["compute"]["name"] = instance_name
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -113,10 +121,10 @@ class FakeImds:
                 if self._failure():
                     return
                 if self.path == INSTANCE_PATH:
-                    self._send(200, json.dumps(INSTANCE_DOCUMENT).encode())
+                    self._send(200, json.dumps(document).encode())
                 elif self.path == EVENTS_PATH:
-                    with fake.lock:
-                        doc = {"DocumentIncarnation": fake.incarnation, "Events": list(fake.events)}
+                    with board.lock:
+                        doc = {"DocumentIncarnation": board.incarnation, "Events": list(board.events)}
                     self._send(200, json.dumps(doc).encode())
                 else:
                     self._send(404, b"{}")
