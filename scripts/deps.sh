@@ -6,7 +6,9 @@ set -euo pipefail
 build_pkgs=(g++ cmake make pkg-config libuv1-dev libcurl4-openssl-dev libtomlplusplus-dev)
 test_pkgs=(doctest-dev dnsutils knot-dnsutils curl python3 iproute2
   # deployment checks: template assertions, cloud-init schema, unit verification, packaging
-  jq cloud-init shellcheck systemd python3-yaml dpkg-dev)
+  jq cloud-init shellcheck systemd python3-yaml dpkg-dev groff-base git
+  # overload test (and the soak): the real load generator
+  dnsperf)
 
 want=("${build_pkgs[@]}")
 if [[ "${1:-}" == "--test" ]]; then
